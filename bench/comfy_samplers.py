@@ -1,0 +1,172 @@
+"""The ComfyUI side of the benchmark: real schedules, real samplers, a counting model wrapper.
+
+Nothing here re-implements ComfyUI. Schedules come from ``comfy.samplers.calculate_sigmas`` on
+real ``comfy.model_sampling`` objects built the way ComfyUI builds them for SD1.5 (EPS) and SD3
+(CONST, shift 3); samplers are ``comfy.samplers.sampler_object(name)`` objects run through
+``KSAMPLER.sample`` (noise scaling, ``KSamplerX0Inpaint``, inverse scaling included), and the
+step counts follow ``KSampler.calculate_sigmas`` (penultimate sigma dropped for uni_pc).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+from tools.comfyui_runtime import prepare_comfyui
+
+BUILTIN_SAMPLERS = ("euler", "heun", "dpmpp_2m", "deis", "ipndm", "res_multistep",
+                    "gradient_estimation", "uni_pc", "uni_pc_bh2")
+EVODIFF_PREFIX = "evodiff"
+
+
+@lru_cache(maxsize=None)
+def comfy():
+    """Boot ComfyUI (CPU) once and return its modules as a namespace."""
+    prepare_comfyui()
+    import comfy.k_diffusion.sampling
+    import comfy.model_base
+    import comfy.model_sampling
+    import comfy.samplers
+    import comfy.supported_models
+
+    return comfy
+
+
+@lru_cache(maxsize=None)
+def model_sampling(family: str):
+    """The real model_sampling object ComfyUI makes for an SD1.5 (eps) or SD3 (flow) checkpoint."""
+    c = comfy()
+    if family == "eps":
+        config = c.supported_models.SD15({"model_channels": 320, "context_dim": 768})
+        return c.model_base.model_sampling(config, c.model_base.ModelType.EPS)
+    if family == "flow":
+        config = c.supported_models.SD3({"in_channels": 16})  # sampling_settings: shift 3.0
+        return c.model_base.model_sampling(config, c.model_base.ModelType.FLOW)
+    raise ValueError(f"unknown family {family!r}")
+
+
+def is_evodiff(sampler: str) -> bool:
+    return sampler == EVODIFF_PREFIX or sampler.startswith(EVODIFF_PREFIX + ":")
+
+
+def evodiff_variants() -> tuple[str, ...]:
+    """'evodiff:<variant>' for every variant the core offers (never a hard-coded list)."""
+    from evodiff_core import VARIANTS
+
+    return tuple(f"{EVODIFF_PREFIX}:{v}" for v in VARIANTS)
+
+
+def all_samplers() -> tuple[str, ...]:
+    return evodiff_variants() + BUILTIN_SAMPLERS
+
+
+def sigmas_for(sampler: str, family: str, scheduler: str, steps: int) -> torch.Tensor:
+    """The sigma list KSampler would hand this sampler for ``steps`` steps."""
+    c = comfy()
+    ms = model_sampling(family)
+    if sampler in c.samplers.KSampler.DISCARD_PENULTIMATE_SIGMA_SAMPLERS:
+        sigmas = c.samplers.calculate_sigmas(ms, scheduler, steps + 1)
+        return torch.cat([sigmas[:-2], sigmas[-1:]])
+    return c.samplers.calculate_sigmas(ms, scheduler, steps)
+
+
+def sampler_object(sampler: str, family: str):
+    """A real comfy.samplers.KSAMPLER for a built-in name or 'evodiff:<variant>'."""
+    c = comfy()
+    if is_evodiff(sampler):
+        from evodiff_core import sample_evodiff
+
+        variant = sampler.split(":", 1)[1] if ":" in sampler else "reference"
+        schedule = "flow" if family == "flow" else "ve"
+        return c.samplers.KSAMPLER(sample_evodiff, {"variant": variant, "noise_schedule": schedule})
+    return c.samplers.sampler_object(sampler)
+
+
+class _ModelPatcherStandIn:
+    """Answers get_model_object('model_sampling') like comfy.model_patcher.ModelPatcher."""
+
+    def __init__(self, ms):
+        self._ms = ms
+
+    def get_model_object(self, name):
+        if name != "model_sampling":
+            raise KeyError(name)
+        return self._ms
+
+
+class _BaseModelStandIn:
+    def __init__(self, ms):
+        self.model_sampling = ms
+
+
+class CountingModel:
+    """Stands where CFGGuider stands: ``model(x, sigma, model_options=..., seed=...)`` -> denoised.
+
+    ``denoiser(x, sigma)`` is the benchmark's data-prediction function in ComfyUI's sigma
+    convention for the family. Every call is counted (NFE is measured, never assumed), and the
+    attributes ComfyUI samplers read are real: ``inner_model.model_sampling`` (KSAMPLER, older
+    samplers) and ``model_patcher.get_model_object("model_sampling")`` (newer ones).
+    """
+
+    def __init__(self, denoiser, ms):
+        self.denoiser = denoiser
+        self.inner_model = _BaseModelStandIn(ms)
+        self.model_patcher = _ModelPatcherStandIn(ms)
+        self.calls = 0
+
+    def __call__(self, x, sigma, model_options=None, seed=None, **_):
+        self.calls += 1
+        return self.denoiser(x, sigma)
+
+
+@dataclass
+class Run:
+    x: torch.Tensor          # the sampler's output latent
+    nfe: int                 # model calls counted
+    steps: int               # the KSampler "steps" value used
+    sigmas: torch.Tensor
+
+
+def run_sampler(sampler: str, family: str, scheduler: str, steps: int, denoiser,
+                noise: torch.Tensor, seed: int = 0) -> Run:
+    """Sample from ``noise`` (unit Gaussian) exactly as KSampler would, txt2img, no CFG."""
+    ms = model_sampling(family)
+    sigmas = sigmas_for(sampler, family, scheduler, steps)
+    model = CountingModel(denoiser, ms)
+    latent = torch.zeros_like(noise)
+    extra_args = {"model_options": {}, "seed": seed}
+    x = sampler_object(sampler, family).sample(model, sigmas, extra_args, None, noise,
+                                               latent_image=latent, disable_pbar=True)
+    return Run(x=x, nfe=model.calls, steps=steps, sigmas=sigmas)
+
+
+@lru_cache(maxsize=None)
+def steps_for_nfe(sampler: str, family: str, scheduler: str, nfe: int) -> tuple[int, int]:
+    """(steps, achieved NFE): the most steps whose measured NFE does not exceed ``nfe``.
+
+    Measured with a trivial model on a 1-element latent; heun needs 2 calls per step but one on
+    the last, so an even target is not reachable and the achieved NFE is reported instead.
+    """
+    best = None
+    for steps in range(1, nfe + 2):
+        try:
+            achieved = run_sampler(sampler, family, scheduler, steps, lambda x, s: 0.5 * x,
+                                   torch.ones(1, 1, 2, 2)).nfe
+        except Exception:  # too few steps for this sampler (e.g. a multistep start-up rule)
+            continue
+        if achieved <= nfe:
+            best = (steps, achieved)
+        if achieved >= nfe:
+            break
+    if best is None:
+        raise ValueError(f"{sampler} cannot run in {nfe} model calls")
+    return best
+
+
+def initial_latent(family: str, sigmas: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """The latent KSAMPLER hands a sampler for txt2img: ComfyUI's own noise_scaling and max_denoise."""
+    c = comfy()
+    ms = model_sampling(family)
+    max_denoise = c.samplers.KSAMPLER(None).max_denoise(CountingModel(None, ms), sigmas)
+    return ms.noise_scaling(sigmas[0], noise, torch.zeros_like(noise), max_denoise)

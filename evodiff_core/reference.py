@@ -1,0 +1,153 @@
+"""EVODiff's steps, equation by equation (evodiff-algorithm.md §3; the paper's Algorithm 1).
+
+Sigma form (k-diffusion / ComfyUI): ``x = x0 + σ·ε`` and the model returns ``D(x, σ) ≈ x0``.
+Latents are handled as ``[B, C, L]`` views (every dim after the channel flattened), so one
+code path serves audio (3-D), image (4-D) and video (5-D) latents. Per-(sample, channel)
+quantities have shape ``[B, C, 1]``; per-step scalars (ρ, h, r, w, β) are host floats from
+:mod:`evodiff_core.schedule`.
+
+Cost: an order-2 step reads or writes each latent-sized tensor about 9 times. The inner
+products the step needs are taken from two Gram matrices instead of forming the reference's
+intermediate vectors B±, P (identities noted at each equation).
+
+Where the reference divides 0 by 0 (a projection onto an all-zero channel, spec §8) the
+projection coefficient is 0 (the pseudo-inverse); everywhere else the values are the reference's.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .schedule import Order2Scalars
+
+PROJECTION_CLAMP = 2.0    # every projection / balance ratio is clamped to [-2, 2]
+PROBE_TEMPERATURE = 0.25  # (9): sig(0.25·|r1|)
+
+
+def channel_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """⟨a, b⟩ per (sample, channel) of two [B, C, L] tensors → [B, C, 1]."""
+    return torch.einsum("bcl,bcl->bc", a, b).unsqueeze(-1)
+
+
+def projection(inner: torch.Tensor, norm2: torch.Tensor) -> torch.Tensor:
+    """clamp(⟨a,b⟩ / ⟨b,b⟩, −2, 2).
+
+    ⟨b,b⟩ = 0 only for an all-zero b, and then ⟨a,b⟩ = 0 too: dividing by the smallest normal
+    number instead gives 0 there (the reference gets NaN) and changes nothing anywhere else.
+    """
+    tiny = torch.finfo(norm2.dtype).tiny
+    return (inner / norm2.clamp_min(tiny)).clamp_(-PROJECTION_CLAMP, PROJECTION_CLAMP)
+
+
+def euler_step(x: torch.Tensor, denoised: torch.Tensor, sigma: float, sigma_next: float) -> torch.Tensor:
+    """(E1)–(E2), also (6) and (F2): the first-order data-prediction step (DDIM / Euler).
+
+    x_next = (σ_next/σ)·x + σ_next·h·D with h = 1/σ_next − 1/σ, i.e. σ_next·h = 1 − σ_next/σ:
+    an interpolation between D (at ρ = 0) and x (at ρ = 1).
+    """
+    return torch.lerp(denoised, x, sigma_next / sigma)
+
+
+class Workspace:
+    """Latent-sized scratch buffers of one sampler call, never handed to the model or callback."""
+
+    def __init__(self, like: torch.Tensor):
+        b, c, n = like.shape
+        self.x_euler = torch.empty_like(like)
+        # Δ1 and Δ2 side by side, so one batched matmul gives all their inner products.
+        self.deltas = like.new_empty((b, c, 2, n))
+        self.delta1, self.delta2 = self.deltas[:, :, 0], self.deltas[:, :, 1]
+        self.diff = torch.empty_like(like)
+
+
+class InnerProducts:
+    """The cached ⟨·,·⟩ of the last two model outputs m0 = D_{i-1}, m1 = D_{i-2} (spec §3.4)."""
+
+    def __init__(self, m0: torch.Tensor, m1: torch.Tensor):
+        self.m0m0 = channel_dot(m0, m0)
+        self.m1m1 = channel_dot(m1, m1)
+        self.m0m1 = channel_dot(m0, m1)
+
+    def roll(self, d_new_m0: torch.Tensor, d_new_d_new: torch.Tensor) -> None:
+        """After a step D_i becomes m0 and the old m0 becomes m1: pure caching, no recompute."""
+        self.m1m1, self.m0m0, self.m0m1 = self.m0m0, d_new_d_new, d_new_m0
+
+
+def order2_step(x, m0, m1, dots: InnerProducts, sc: Order2Scalars, shift: float,
+                consistency_rule: bool, denoise, ws: Workspace):
+    """One order-2 step σ_{i-1} → σ_i (spec §3.2). ``denoise(x)`` evaluates D(x, σ_i).
+
+    Returns ``(x_i, D_i)``. D_i belongs to the probe point x̃ and the next step uses it as is.
+    """
+    w, r = sc.w, sc.r
+    # (6) Euler part x_E = ρ·x + σ_i·h·m0
+    x_euler = torch.lerp(m0, x, sc.rho, out=ws.x_euler)
+    # (7)–(8) balanced difference Δ1 = m0 − r1·m1, r1 blending β with ⟨m0,m1⟩/⟨m1,m1⟩
+    r1 = (1 - w) * sc.beta + w * projection(dots.m0m1, dots.m1m1)
+    delta1 = torch.addcmul(m0, r1, m1, value=-1, out=ws.delta1)
+    # (9) probe divisor; the clamp is a no-op for r > 0, kept as in the reference
+    r_i = (torch.sigmoid(PROBE_TEMPERATURE * r1.abs()) * r).clamp_(0.25 * r, 1.5 * r)
+    # (10)–(11) probe point x̃ = x_E + (½σ_i h/r_i)·Δ1 and the step's only model call
+    probe_scale = (0.5 * sc.sigma_h) / r_i
+    d_new = denoise(torch.addcmul(x_euler, probe_scale, delta1))
+    # (12)–(13) second balanced difference Δ2 = D_i − r2·m0
+    d_new_m0 = channel_dot(d_new, m0)
+    r2 = (1 - w) * sc.beta + w * projection(d_new_m0, dots.m0m0)
+    delta2 = torch.addcmul(d_new, r2, m0, value=-1, out=ws.delta2)
+    gram = ws.deltas @ ws.deltas.transpose(-1, -2)          # [B, C, 2, 2] of Δ1, Δ2
+    g11, g12, g22 = gram[..., 0, :1], gram[..., 0, 1:], gram[..., 1, 1:]
+    # (14)–(15) B− = Δ1/(r·h), B+ = r·Δ2/h, η* = ½·proj(B+ + B−, B+ − B−). The 1/h cancels;
+    # with e = r·Δ2 − Δ1/r:  ⟨e,e⟩ = r²g22 − 2g12 + g11/r²,  ⟨e + 2Δ1/r, e⟩ = ⟨e,e⟩ + 2g12 − 2g11/r².
+    e_e = (r * r) * g22 - 2 * g12 + g11 / (r * r)
+    eta_star = 0.5 * projection(e_e + 2 * g12 - (2 / (r * r)) * g11, e_e)
+    # (16)–(17) η = ½·sig(|η*|) and Bθ = coef1·Δ1 + coef2·Δ2 = (−η/r)·Δ1 + r(1−η)·Δ2
+    eta = 0.5 * torch.sigmoid(eta_star.abs())
+    coef1, coef2 = -eta / r, r * (1 - eta)
+    # (18)–(19) P = x̃ − x_E − (½σ_i h/r_i)·Bθ = probe_scale·(Δ1 − Bθ), so
+    # ⟨P,Δ1⟩ = probe_scale·((1 − coef1)·g11 − coef2·g12); clamp, then divide by σ_i·h.
+    zeta_star = projection(probe_scale * ((1 - coef1) * g11 - coef2 * g12), g11) / sc.sigma_h
+    # (20)–(21) variance-controlled step size: z = |ζ*| − μ
+    z = zeta_star.abs() - shift
+    if consistency_rule:
+        # Δ10 = (m0 − m1)/h (previous difference over the current h): proj(m0, Δ10) = h·⟨m0,d⟩/⟨d,d⟩
+        diff = torch.sub(m0, m1, out=ws.diff)
+        consistency = torch.sigmoid(projection(sc.h * channel_dot(m0, diff), channel_dot(diff, diff))
+                                    * (2 - sc.rho ** 2))
+        zeta = torch.sigmoid(-z * consistency)
+    else:
+        zeta = torch.sigmoid(z)
+    # (22) x_i = x_E + (½σ_i h/ζ)·Bθ
+    step_scale = (0.5 * sc.sigma_h) / zeta
+    x_next = torch.addcmul(x_euler, step_scale * coef1, delta1).addcmul_(step_scale * coef2, delta2)
+    dots.roll(d_new_m0, channel_dot(d_new, d_new))
+    return x_next, d_new
+
+
+def final_step_reference(x, m0, m1, sigma: float, sigma_next: float) -> torch.Tensor:
+    """(F1)–(F5): the reference's "lower-order final" step, no model call.
+
+    Kept for lists that end in 0 (then D(x_N, σ_N) follows). Not a consistent discretisation:
+    it rescales by a = 1 − sqrt(σ_N σ_{N−1}), which depends on the absolute sigma scale (spec §8).
+    """
+    rho = sigma_next / sigma
+    half_sigma_h = 0.5 * (1.0 - rho)                                   # ½·σ_N·h
+    a = 1.0 - math.sqrt(sigma_next * sigma)                            # (F3)
+    r_f = 1.0 - 0.5 * math.sqrt(rho) if rho < 0.5 else 1.0 - 0.5 * math.sqrt(rho - 0.5)  # (F4)
+    x_next = euler_step(x, m0, sigma, sigma_next).mul_(a)               # (F2), scaled by a
+    return x_next.add_(m0, alpha=half_sigma_h).add_(m1, alpha=-half_sigma_h * r_f)      # (F5)
+
+
+def final_step_handoff(x, m0, m1, sigma_prev: float, sigma: float, sigma_next: float) -> torch.Tensor:
+    """Last step of a list that does not end in 0 (a split schedule), no model call.
+
+    Deviation from the reference, whose (F5) shrinks x by a = 1 − sqrt(σ_N σ_{N−1}) (spec §8),
+    so that the output is a valid state at σ_N that another sampler can continue from: (22)
+    with the plain difference m0 − m1 in place of Bθ and r in place of ζ, i.e. the difference
+    extrapolated linearly in log-sigma (DPM-Solver++(2M)'s multistep update):
+    x_N = x_E + (σ_N·h / 2r)·(m0 − m1), r the log-step ratio of (3).
+    """
+    r = math.log(sigma_prev / sigma) / math.log(sigma / sigma_next)
+    half_sigma_h = 0.5 * (1.0 - sigma_next / sigma)
+    x_next = euler_step(x, m0, sigma, sigma_next)
+    return x_next.add_(m0, alpha=half_sigma_h / r).add_(m1, alpha=-half_sigma_h / r)

@@ -1,0 +1,149 @@
+"""The sampler entry point: ComfyUI / k-diffusion signature around the EVODiff steps."""
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+
+from . import reference
+from .schedule import plan
+
+try:  # ComfyUI ships tqdm; the core must still import with torch alone
+    from tqdm.auto import trange
+except ImportError:  # pragma: no cover - exercised only without tqdm
+    def trange(n, disable=None):
+        return range(n)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SHIFT = 0.5          # the paper's / reference's μ
+SHIFT_MIN, SHIFT_MAX = 0.0, 2.0  # ζ = sig(|ζ*| − μ): past 2 the step is inflated up to 1/sig(−2) ≈ 8×
+VARIANTS = ("reference",)    # the first one is the default
+NOISE_SCHEDULES = ("ve", "flow")
+# Below this the reference's last-step rescale a = 1 − sqrt(σ_N σ_{N−1}) visibly shrinks the latent.
+_REFERENCE_RESCALE_WARNING = 0.5
+
+
+def _check_options(shift, variant, noise_schedule):
+    if not (isinstance(shift, (int, float)) and math.isfinite(shift) and SHIFT_MIN <= shift <= SHIFT_MAX):
+        raise ValueError(f"EVODiff: shift must be a number in [{SHIFT_MIN}, {SHIFT_MAX}] "
+                         f"(default {DEFAULT_SHIFT}), got {shift!r}.")
+    if variant not in VARIANTS:
+        raise ValueError(f"EVODiff: unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}.")
+    if noise_schedule not in NOISE_SCHEDULES:
+        raise ValueError(f"EVODiff: noise_schedule must be one of {NOISE_SCHEDULES} ('ve' for EPS/V "
+                         f"models, 'flow' for flow-matching CONST models), got {noise_schedule!r}.")
+
+
+@torch.no_grad()
+def sample_evodiff(model, x, sigmas, extra_args=None, callback=None, disable=None,
+                   shift=DEFAULT_SHIFT, variant=VARIANTS[0], noise_schedule="ve"):
+    """EVODiff (Li et al., NeurIPS 2025) over a k-diffusion / ComfyUI sigma list.
+
+    ``model(x, sigma * s_in, **extra_args)`` returns the denoised estimate; ``sigmas`` is
+    non-increasing. Returns the state at ``sigmas[-1]`` (the clean sample when it is 0).
+
+    * ``shift``: the reference's variance shift μ in ζ = sig(|ζ*| − μ) (spec §3.2 (20)). It is
+      not the timestep shift of flow models (ModelSamplingSD3/Flux).
+    * ``variant``: one of :data:`VARIANTS`. ``"reference"`` reproduces the official code.
+    * ``noise_schedule``: ``"ve"`` (x = x0 + σ·ε: EPS/V models) or ``"flow"`` (x = (1−σ)·x0 + σ·ε:
+      CONST models). The reference variant treats every list as VE sigmas, like the original.
+
+    Beyond the reference (spec §8–9):
+    * Lists ending in 0 behave exactly as the reference (final step, then D(x_N, σ_N)).
+    * Lists that stop early (split schedules) end with a consistent second-order step instead of
+      the reference's rescaled one, so the state at ``sigmas[-1]`` can be handed to a second sampler.
+    * Equal consecutive sigmas are zero-length steps and are skipped (no model call).
+    * Fewer than two solver steps: one sigma returns x; ``[σ, 0]`` returns D(x, σ); a single
+      solver step is one Euler (DDIM) step, followed by D(x, σ) if the list ends in 0.
+    * Any rank ≥ 2 (inner products per sample and channel over every later dim), any batch
+      (samples independent), fp16/bf16 models (arithmetic in float32, float64 for float64 x;
+      the output has x's dtype). A model that returns NaN/inf raises, naming the step and sigma.
+    """
+    _check_options(shift, variant, noise_schedule)
+    if x.dim() < 2:
+        raise ValueError(f"EVODiff: x must be [batch, channels, ...], got shape {tuple(x.shape)}.")
+    extra_args = {} if extra_args is None else extra_args
+    sigma_list = [float(s) for s in sigmas.tolist()]  # the one host read of the schedule
+    p = plan(sigma_list)
+
+    work_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    sigmas = sigmas.to(device=x.device, dtype=torch.promote_types(sigmas.dtype, torch.float32))
+    s_in = sigmas.new_ones([x.shape[0]])
+    flat = (x.shape[0], x.shape[1], -1)   # [B, C, L]: every dim after the channel flattened
+    finite_flags = []   # one device bool per model call: read once, at the end (no sync per step)
+    call_grid_steps = []
+
+    def denoise(x_state, j):
+        """D(x, σ_j) for grid index j, as [B, C, L] in the working dtype; the model sees x's
+        own shape and dtype."""
+        out = model(x_state.view(x.shape).to(x.dtype), sigmas[p.grid_index[j]] * s_in, **extra_args)
+        out = out.to(work_dtype).reshape(flat)
+        finite_flags.append(torch.isfinite(out).all())
+        call_grid_steps.append(j)
+        return out
+
+    state = x.to(work_dtype).reshape(flat)
+    grid = p.grid
+    m0 = m1 = None   # the last two model outputs D_j, D_{j-1}
+    dots = workspace = None
+
+    for k in trange(len(sigma_list) - 1, disable=disable):
+        iv = p.intervals[k]
+        j = iv.step
+        if iv.kind != "skip" and (j <= 1 or iv.kind == "to_zero"):
+            # D_0 and D_1 are evaluated at the state itself; later ones came from the probe.
+            m0, m1 = denoise(state, j), m0
+        if callback is not None:
+            callback({"x": state.view(x.shape), "i": k, "sigma": sigmas[k], "sigma_hat": sigmas[k],
+                      "denoised": (state if m0 is None else m0).view(x.shape)})
+        if iv.kind == "skip":
+            continue
+        if iv.kind == "to_zero":
+            state = m0
+        elif iv.kind in ("warmup", "euler"):
+            state = reference.euler_step(state, m0, grid[j], grid[j + 1])
+        elif iv.kind == "order2":
+            if dots is None:
+                dots, workspace = reference.InnerProducts(m0, m1), reference.Workspace(state)
+            state, d_new = reference.order2_step(
+                state, m0, m1, dots, iv.scalars, shift, p.consistency_rule,
+                lambda x_probe, j_next=j + 1: denoise(x_probe, j_next), workspace)
+            m0, m1 = d_new, m0
+        elif p.denoise_to_zero:  # "final" of a list that ends in 0: the reference's step
+            _warn_if_rescaled(grid[j], grid[j + 1])
+            state = reference.final_step_reference(state, m0, m1, grid[j], grid[j + 1])
+        else:  # "final" of a list that stops early: the hand-off step
+            state = reference.final_step_handoff(state, m0, m1, grid[j - 1], grid[j], grid[j + 1])
+
+    _raise_if_not_finite(finite_flags, call_grid_steps, state, p, sigma_list)
+    return state.view(x.shape).to(x.dtype)
+
+
+def _warn_if_rescaled(sigma, sigma_next):
+    a = 1.0 - math.sqrt(sigma * sigma_next)
+    if a < _REFERENCE_RESCALE_WARNING:
+        log.warning("EVODiff (reference variant): the last step scales the latent by a = 1 - "
+                    "sqrt(%.4g * %.4g) = %.3f, as the original code does; the result will be off. "
+                    "Use more steps or a schedule that ends at a smaller sigma.", sigma, sigma_next, a)
+
+
+def _raise_if_not_finite(finite_flags, call_grid_steps, state, p, sigma_list):
+    """One device→host read for the whole call: were all model outputs and the result finite?"""
+    flags = torch.stack(finite_flags + [torch.isfinite(state).all()]).tolist()
+    if all(flags):
+        return
+    for call, ok in enumerate(flags[:-1]):
+        if not ok:
+            j = call_grid_steps[call]
+            k = p.grid_index[j]
+            raise FloatingPointError(
+                f"EVODiff: the model returned NaN/inf at model call {call + 1} of {p.nfe} (step {k}, "
+                f"sigma = {sigma_list[k]:.6g}). The sampler cannot recover from that. Common causes: "
+                "an fp16 model overflowing (try bf16/fp32, or --force-upcast-attention), a too high cfg, "
+                "or a broken LoRA/patch.")
+    raise FloatingPointError(
+        "EVODiff: the sampler state became NaN/inf although every model output was finite; "
+        f"the sigma list {sigma_list} is likely outside what the solver can handle. "
+        "Please report it with the scheduler settings.")

@@ -1,0 +1,82 @@
+"""SamplerEVODiff: a SAMPLER for SamplerCustom / SamplerCustomAdvanced and sampler-wrapper nodes.
+
+Written against ComfyUI's V3 node API (``comfy_api.latest``, ComfyUI >= 0.3.48); inputs and
+schema fields that only newer versions know are passed only when the running ComfyUI has them.
+"""
+from __future__ import annotations
+
+import inspect
+
+import comfy.samplers
+from comfy_api.latest import ComfyExtension, io
+
+from ..evodiff_core import DEFAULT_SHIFT, NOISE_SCHEDULES, SHIFT_MAX, SHIFT_MIN, VARIANTS
+from .sampler_function import AUTO_NOISE_SCHEDULE, sample_evodiff
+
+NODE_ID = "SamplerEVODiff"  # stable: saved workflows refer to it
+CATEGORY = "sampling/custom_sampling/samplers"  # beside KSamplerSelect and the other SAMPLER nodes
+
+DESCRIPTION = (
+    "EVODiff (NeurIPS 2025): an entropy-aware, variance-optimized 2nd-order ODE sampler. "
+    "Connect the SAMPLER output to SamplerCustom or SamplerCustomAdvanced. "
+    "Works with EPS, v-prediction and flow-matching (SD3, Flux, Wan) models.")
+
+SHIFT_TOOLTIP = (
+    "EVODiff's variance shift μ: the offset in ζ = sigmoid(|ζ*| − μ) that sets how strongly each "
+    "2nd-order step leans on the variance-optimal correction. 0.5 is the paper's value. "
+    "This is NOT the timestep 'shift' of ModelSamplingSD3 / ModelSamplingFlux (set that on the model).")
+VARIANT_TOOLTIP = "Which EVODiff update rule to run. 'reference' reproduces the paper's official code."
+NOISE_SCHEDULE_TOOLTIP = (
+    "How the latent was noised. 'auto' reads it from the model: 'flow' for flow-matching models "
+    "(SD3, Flux, Wan...), 've' for EPS / v-prediction models (SD1.5, SDXL...). Override only when "
+    "a model wrapper hides the model type.")
+
+
+def _accepts_keyword(function, name: str) -> bool:
+    return name in inspect.signature(function).parameters
+
+
+def _newer_schema_fields() -> dict:
+    """search_aliases exists on io.Schema only in ComfyUI builds from 2026 on."""
+    if "search_aliases" in getattr(io.Schema, "__dataclass_fields__", {}):
+        return {"search_aliases": ["evodiff", "evo diff", "variance optimized", "entropy aware"]}
+    return {}
+
+
+def _advanced() -> dict:
+    """advanced=True (collapsed 'Advanced Inputs') exists on inputs only in newer ComfyUI."""
+    return {"advanced": True} if _accepts_keyword(io.Combo.Input.__init__, "advanced") else {}
+
+
+class SamplerEVODiff(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=NODE_ID,
+            display_name="SamplerEVODiff",
+            category=CATEGORY,
+            description=DESCRIPTION,
+            inputs=[
+                io.Float.Input("shift", default=DEFAULT_SHIFT, min=SHIFT_MIN, max=SHIFT_MAX, step=0.01,
+                               round=False, tooltip=SHIFT_TOOLTIP),
+                io.Combo.Input("variant", options=list(VARIANTS), default=VARIANTS[0], tooltip=VARIANT_TOOLTIP),
+                io.Combo.Input("noise_schedule", options=[AUTO_NOISE_SCHEDULE, *NOISE_SCHEDULES],
+                               default=AUTO_NOISE_SCHEDULE, tooltip=NOISE_SCHEDULE_TOOLTIP, **_advanced()),
+            ],
+            outputs=[io.Sampler.Output()],
+            **_newer_schema_fields(),
+        )
+
+    @classmethod
+    def execute(cls, shift, variant, noise_schedule=AUTO_NOISE_SCHEDULE) -> io.NodeOutput:
+        options = {"shift": shift, "variant": variant, "noise_schedule": noise_schedule}
+        return io.NodeOutput(comfy.samplers.KSAMPLER(sample_evodiff, extra_options=options))
+
+
+class EVODiffExtension(ComfyExtension):
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return [SamplerEVODiff]
+
+
+async def comfy_entrypoint() -> EVODiffExtension:
+    return EVODiffExtension()

@@ -1,0 +1,141 @@
+"""Analytic test problems: data whose exact denoiser (posterior mean) is known in closed form.
+
+With an exact denoiser every error a sampler makes is solver error. Two noise conventions:
+
+* VE / k-diffusion (ComfyUI EPS and V models): ``x = x0 + sigma * eps``.
+* flow (ComfyUI CONST models: SD3, Flux, Wan): ``x = (1 - t) * x0 + t * eps``, t = sigma in [0, 1].
+  ``x / (1 - t) = x0 + kappa * eps`` with ``kappa = t / (1 - t)``, so
+  ``D_flow(x, t) = D_ve(x / (1 - t), t / (1 - t))``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class GaussianMixture:
+    """x0 ~ sum_k weights[k] * N(means[k], diag(variances[k])), each batch element independent.
+
+    ``means`` is [K, *shape]; ``variances`` is [K, ...] broadcastable to ``means`` (e.g. [K, C]
+    reshaped to [K, C, 1, 1] for per-channel variances); ``weights`` is [K] and sums to 1.
+    """
+
+    means: torch.Tensor
+    variances: torch.Tensor
+    weights: torch.Tensor
+
+    @classmethod
+    def per_channel(cls, means, variances_kc, weights):
+        """The golden-vector layout: variances given per (component, channel)."""
+        extra = means.dim() - 2
+        return cls(means, variances_kc.reshape(*variances_kc.shape, *([1] * extra)), weights)
+
+    @property
+    def event_shape(self):
+        return tuple(self.means.shape[1:])
+
+    def log_responsibilities(self, x: torch.Tensor, sigma: torch.Tensor, alpha=1.0) -> torch.Tensor:
+        """[B, K] log posterior weight of each component given x = alpha * x0 + sigma * eps."""
+        alpha = _per_sample(alpha, x.dim() + 1)
+        var = alpha ** 2 * self.variances.expand_as(self.means).unsqueeze(0) + _per_sample(sigma, x.dim() + 1) ** 2
+        diff = x.unsqueeze(1) - alpha * self.means.unsqueeze(0)
+        dims = tuple(range(2, diff.dim()))
+        log_lik = -0.5 * (torch.log(var).sum(dims) + (diff * diff / var).sum(dims))
+        return torch.log(self.weights).unsqueeze(0) + log_lik
+
+    def denoise(self, x: torch.Tensor, alpha, sigma) -> torch.Tensor:
+        """Exact E[x0 | alpha * x0 + sigma * eps = x]; alpha = 0 (pure noise) gives the data mean."""
+        gamma = torch.softmax(self.log_responsibilities(x, sigma, alpha), dim=1)  # [B, K]
+        a = _per_sample(alpha, x.dim() + 1)
+        var = self.variances.expand_as(self.means).unsqueeze(0)
+        s2 = _per_sample(sigma, x.dim() + 1) ** 2
+        diff = x.unsqueeze(1) - a * self.means.unsqueeze(0)
+        # per component: mu + Cov(x0, x) Var(x)^-1 (x - E x), all diagonal
+        per_component = self.means.unsqueeze(0) + a * var / (a ** 2 * var + s2) * diff
+        return (_per_sample(gamma, per_component.dim(), keep=2) * per_component).sum(1)
+
+    def denoise_ve(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """Exact E[x0 | x0 + sigma * eps = x]; ``sigma`` is a scalar or one value per sample."""
+        return self.denoise(x, 1.0, sigma)
+
+    def denoise_flow(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Exact E[x0 | (1 - t) * x0 + t * eps = x], t in [0, 1] (t = 1 included)."""
+        t = torch.as_tensor(t, dtype=x.dtype)
+        return self.denoise(x, 1 - t, t)
+
+    def moments(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact mean [D] and covariance [D, D] of the flattened data distribution."""
+        mu = self.means.flatten(1)                                   # [K, D]
+        var = self.variances.expand_as(self.means).flatten(1)        # [K, D]
+        w = self.weights.to(mu.dtype)
+        mean = w @ mu
+        centred = mu - mean
+        cov = torch.diag(w @ var) + centred.T @ (w[:, None] * centred)
+        return mean, cov
+
+    def component(self, x0: torch.Tensor) -> torch.Tensor:
+        """[B] index of the most likely component for clean samples x0 (sigma = 0)."""
+        return self.log_responsibilities(x0, torch.zeros(())).argmax(1)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        noise = torch.randn((n, *self.event_shape), generator=generator, dtype=self.means.dtype)
+        return self.means[k] + self.variances.expand_as(self.means)[k].sqrt() * noise
+
+
+def linear_gaussian_denoiser(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Exact denoiser for x0 ~ N(0, I): D(x, sigma) = x / (1 + sigma^2)."""
+    return x / (1 + _per_sample(sigma, x.dim()) ** 2)
+
+
+def _per_sample(value, ndim: int, keep: int = 1) -> torch.Tensor:
+    """Reshape a scalar or a per-sample tensor so it broadcasts against an ndim-D batch tensor."""
+    value = torch.as_tensor(value)
+    if value.dim() == 0:
+        return value
+    return value.reshape(*value.shape[:keep], *([1] * (ndim - keep)))
+
+
+def probability_flow_ode_ve(denoiser, x: torch.Tensor, sigma_from: float, sigma_to: float,
+                            steps: int = 2000) -> torch.Tensor:
+    """Solve dx/dsigma = (x - D(x, sigma)) / sigma from sigma_from to sigma_to (> 0) accurately.
+
+    Classic RK4 in s = log(sigma) (dx/ds = x - D), uniform in s: smooth and well conditioned for
+    a data-prediction denoiser. Check convergence by comparing ``steps`` and ``2 * steps``.
+    """
+    if sigma_to <= 0:
+        raise ValueError("integrate to a positive sigma, then apply the denoiser for sigma = 0")
+    return _rk4_in_log_time(denoiser, x, sigma_from, sigma_to, steps)
+
+
+def probability_flow_ode_flow(denoiser, x: torch.Tensor, t_from: float, t_to: float,
+                              steps: int = 2000) -> torch.Tensor:
+    """Flow-matching probability-flow ODE, x = (1 - t) x0 + t eps: dx/dt = (x - D(x, t)) / t.
+
+    The same equation as the VE one with t in place of sigma (the velocity is (x - D) / t), so
+    the same RK4 uniform in log t applies; t_from = 1 (pure noise) is allowed, t_to must be > 0.
+    """
+    if not 0 < t_to < t_from <= 1:
+        raise ValueError("need 0 < t_to < t_from <= 1; apply the denoiser for t = 0 at the end")
+    return _rk4_in_log_time(denoiser, x, t_from, t_to, steps)
+
+
+def _rk4_in_log_time(denoiser, x, time_from, time_to, steps):
+    """RK4 for dx/ds = x - D(x, e^s), uniform in s = log(time); time is sigma (VE) or t (flow)."""
+    s_grid = torch.linspace(math.log(time_from), math.log(time_to), steps + 1, dtype=torch.float64)
+
+    def f(x_, s_):
+        return x_ - denoiser(x_, torch.full((x_.shape[0],), math.exp(s_), dtype=x_.dtype))
+
+    x = x.clone()
+    for s0, s1 in zip(s_grid[:-1].tolist(), s_grid[1:].tolist()):
+        ds = s1 - s0
+        k1 = f(x, s0)
+        k2 = f(x + 0.5 * ds * k1, s0 + 0.5 * ds)
+        k3 = f(x + 0.5 * ds * k2, s0 + 0.5 * ds)
+        k4 = f(x + ds * k3, s1)
+        x = x + ds / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+    return x
