@@ -109,14 +109,15 @@ def order2_step(x, m0, m1, dots: InnerProducts, sc: Order2Scalars, shift: float,
     zeta_star = projection(probe_scale * ((1 - coef1) * g11 - coef2 * g12), g11) / sc.sigma_h
     # (20)–(21) variance-controlled step size: z = |ζ*| − μ
     z = zeta_star.abs() - shift
+    zeta = torch.sigmoid(z)
     if consistency_rule:
         # Δ10 = (m0 − m1)/h (previous difference over the current h): proj(m0, Δ10) = h·⟨m0,d⟩/⟨d,d⟩
         diff = torch.sub(m0, m1, out=ws.diff)
-        consistency = torch.sigmoid(projection(sc.h * channel_dot(m0, diff), channel_dot(diff, diff))
-                                    * (2 - sc.rho ** 2))
-        zeta = torch.sigmoid(-z * consistency)
-    else:
-        zeta = torch.sigmoid(z)
+        d_d = channel_dot(diff, diff)
+        consistency = torch.sigmoid(projection(sc.h * channel_dot(m0, diff), d_d) * (2 - sc.rho ** 2))
+        # Where m0 = m1 (a step-caching node repeated an output) there is no change to measure
+        # the consistency against (the reference gets 0/0): keep the plain rule there.
+        zeta = torch.where(d_d > 0, torch.sigmoid(-z * consistency), zeta)
     # (22) x_i = x_E + (½σ_i h/ζ)·Bθ
     step_scale = (0.5 * sc.sigma_h) / zeta
     x_next = torch.addcmul(x_euler, step_scale * coef1, delta1).addcmul_(step_scale * coef2, delta2)

@@ -1,0 +1,381 @@
+"""evodiff_core beyond the reference: shapes, batches, dtypes, short and split lists, hazards,
+errors, callback and progress. No ComfyUI here: the core must work with torch alone."""
+import logging
+import math
+
+import pytest
+import torch
+
+import golden
+from evodiff_core import SHIFT_MAX, SHIFT_MIN, VARIANTS, sample_evodiff
+from tools.analytic import GaussianMixture, linear_gaussian_denoiser, probability_flow_ode_ve
+
+SD15_KARRAS_10 = golden.case("karras_sd15_n10_gmm")["sigmas"]          # ends in 0
+SD15_KARRAS_22 = golden.case("karras_sd15_n22_gmm")["sigmas"]          # N = 21: the N > 20 rule is on
+
+
+def sigmas_of(values, dtype=torch.float64):
+    return torch.tensor(values, dtype=dtype)
+
+
+def linear_model(x, sigma, **extra_args):
+    return linear_gaussian_denoiser(x, sigma)
+
+
+def gmm_a():
+    t = golden.tensors()
+    return GaussianMixture.per_channel(t["gmm_A/means"], t["gmm_A/variances"], t["gmm_A/weights"])
+
+
+def per_sample_model(denoise):
+    """Evaluates each sample on its own, so batch effects can only come from the sampler."""
+    return lambda x, sigma, **kw: torch.cat([denoise(x[b:b + 1], sigma[b:b + 1]) for b in range(x.shape[0])])
+
+
+class CountingModel:
+    def __init__(self, fn=linear_model):
+        self.fn, self.calls = fn, 0
+
+    def __call__(self, x, sigma, **kw):
+        self.calls += 1
+        return self.fn(x, sigma)
+
+
+def noise(shape, seed=0, dtype=torch.float64):
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+# ---------------------------------------------------------------- shapes, batch, dtype
+
+@pytest.mark.parametrize("shape", [(2, 4, 64), (2, 4, 8, 8), (2, 4, 2, 4, 8), (2, 4)])
+@pytest.mark.parametrize("sigmas", [SD15_KARRAS_10, SD15_KARRAS_22])
+def test_any_rank_equals_the_4d_run(shape, sigmas):
+    """Inner products are per (sample, channel) over every later dim: audio 3-D, video 5-D and
+    a 4-D image latent holding the same numbers give identical results."""
+    sig = sigmas_of(sigmas)
+    x = noise(shape) * sig[0]
+    out = sample_evodiff(linear_model, x, sig, disable=True)
+    as_4d = sample_evodiff(linear_model, x.reshape(2, 4, -1, 1), sig, disable=True)
+    assert out.shape == x.shape
+    assert torch.equal(out.reshape(2, 4, -1, 1), as_4d)
+
+
+def test_inner_products_are_per_channel_not_over_channels():
+    """Channels do not talk to each other: changing channel 1 leaves channel 0 untouched."""
+    sig = sigmas_of(SD15_KARRAS_10)
+    model = per_sample_model(gmm_a().denoise_ve)
+    x = noise((1, 4, 8, 8)) * sig[0]
+    base = sample_evodiff(linear_model, x, sig, disable=True)
+    x2 = x.clone()
+    x2[:, 1] *= 3
+    moved = sample_evodiff(linear_model, x2, sig, disable=True)
+    assert torch.equal(base[:, 0], moved[:, 0]) and not torch.equal(base[:, 1], moved[:, 1])
+    assert torch.isfinite(sample_evodiff(model, x, sig, disable=True)).all()
+
+
+@pytest.mark.parametrize("sigmas", [SD15_KARRAS_10, SD15_KARRAS_22, golden.case("karras_sd15_n20_split_high12_gmm")["sigmas"]])
+def test_batch_samples_are_independent_bit_for_bit(sigmas):
+    sig = sigmas_of(sigmas)
+    model = per_sample_model(gmm_a().denoise_ve)
+    x = noise((3, 4, 8, 8), seed=1) * sig[0]
+    batch = sample_evodiff(model, x, sig, disable=True)
+    for b in range(3):
+        assert torch.equal(sample_evodiff(model, x[b:b + 1], sig, disable=True), batch[b:b + 1])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_half_precision_models_run_in_float32_and_keep_the_dtype(dtype):
+    sig = sigmas_of(SD15_KARRAS_10, torch.float32)
+    seen_dtypes = []
+
+    def model(x, sigma, **kw):  # an fp16/bf16 model: takes and returns its own dtype
+        seen_dtypes.append(x.dtype)
+        return linear_gaussian_denoiser(x.float(), sigma.float()).to(dtype)
+
+    x = noise((2, 4, 8, 8), dtype=torch.float32) * sig[0]
+    out = sample_evodiff(model, x.to(dtype), sig, disable=True)
+    exact = sample_evodiff(linear_model, x.double(), sig.double(), disable=True)
+    assert out.dtype == dtype and set(seen_dtypes) == {dtype}
+    assert torch.isfinite(out).all()
+    tol = {torch.float16: 5e-3, torch.bfloat16: 3e-2, torch.float32: 1e-5}[dtype]
+    assert (out.double() - exact).abs().max() < tol * exact.abs().max()
+
+
+def test_float32_latent_with_a_half_precision_model_output():
+    sig = sigmas_of(SD15_KARRAS_10, torch.float32)
+    x = noise((1, 4, 8, 8), dtype=torch.float32) * sig[0]
+    out = sample_evodiff(lambda x, s, **kw: linear_gaussian_denoiser(x, s).half(), x, sig, disable=True)
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+
+
+# ---------------------------------------------------------------- short and split lists
+
+def test_one_sigma_returns_x_without_a_model_call():
+    model = CountingModel()
+    x = noise((1, 4, 4, 4))
+    assert torch.equal(sample_evodiff(model, x, sigmas_of([3.0]), disable=True), x)
+    assert model.calls == 0
+
+
+def test_two_sigmas_ending_in_zero_is_one_denoise():
+    model = CountingModel()
+    x = noise((1, 4, 4, 4)) * 3
+    out = sample_evodiff(model, x, sigmas_of([3.0, 0.0]), disable=True)
+    torch.testing.assert_close(out, linear_gaussian_denoiser(x, torch.tensor(3.0)))
+    assert model.calls == 1
+
+
+def test_one_solver_step_is_one_euler_step():
+    """N = 1: the reference refuses; EVODiff falls back to its own warm-up (DDIM / Euler) step."""
+    x = noise((1, 4, 4, 4)) * 3
+    d = linear_gaussian_denoiser(x, torch.tensor(3.0))
+    euler = x * (1 / 3) + d * (2 / 3)
+    model = CountingModel()
+    torch.testing.assert_close(sample_evodiff(model, x, sigmas_of([3.0, 1.0]), disable=True), euler)
+    assert model.calls == 1
+    then_denoise = sample_evodiff(model, x, sigmas_of([3.0, 1.0, 0.0]), disable=True)
+    torch.testing.assert_close(then_denoise, linear_gaussian_denoiser(euler, torch.tensor(1.0)))
+    assert model.calls == 3
+
+
+def test_two_solver_steps_without_zero_hand_off_consistently():
+    """N = 2, no trailing 0: warm-up, then the hand-off step; exact for a constant model."""
+    const = torch.full((1, 4, 4, 4), 0.7, dtype=torch.float64)
+    model = CountingModel(lambda x, s: const.expand_as(x))
+    x = noise((1, 4, 4, 4)) * 8
+    out = sample_evodiff(model, x, sigmas_of([8.0, 2.0, 0.5]), disable=True)
+    # dx/dσ = (x − c)/σ  ⇒  x(σ) = c + (σ/σ0)(x0 − c): first-order steps are exact here.
+    torch.testing.assert_close(out, const + (0.5 / 8.0) * (x - const))
+    assert model.calls == 2
+
+
+def split_point_errors(sigmas, split_at, seed=0):
+    """RMS error against the exact ODE at the split point: EVODiff (each variant) and DPM++(2M)."""
+    gm = gmm_a()
+    model = lambda x, s, **kw: gm.denoise_ve(x, s)
+    sig = sigmas_of(sigmas[: split_at + 1])
+    x = noise((16, 4, 8, 8), seed) * sig[0]
+    exact = probability_flow_ode_ve(gm.denoise_ve, x, sig[0].item(), sig[-1].item(), steps=400)
+    rms = lambda a: (a - exact).pow(2).mean().sqrt().item()
+    errors = {v: rms(sample_evodiff(model, x, sig, disable=True, variant=v)) for v in VARIANTS}
+    errors["dpmpp_2m"] = rms(dpmpp_2m(model, x, sig))
+    return errors
+
+
+def dpmpp_2m(model, x, sigmas):
+    """DPM-Solver++(2M) in sigma form, as the measuring stick for the split test (the ComfyUI
+    tests compare with ComfyUI's own implementation)."""
+    old = None
+    for i in range(len(sigmas) - 1):
+        s, s_next = sigmas[i].item(), sigmas[i + 1].item()
+        d = model(x, sigmas[i].expand(x.shape[0]))
+        h = math.log(s / s_next)
+        if old is None:
+            d_eff = d
+        else:
+            r = math.log(sigmas[i - 1].item() / s) / h
+            d_eff = d + (d - old) / (2 * r)
+        x = (s_next / s) * x + (1 - s_next / s) * d_eff
+        old = d
+    return x
+
+
+@pytest.mark.slow
+def test_split_hand_off_is_a_valid_state():
+    sigmas = golden.case("karras_sd15_n20_gmm")["sigmas"]
+    errors = split_point_errors(sigmas, 12)
+    # The reference's own final step would leave an RMS error of ~0.7 here (spec §8).
+    assert errors["reference"] < 0.02
+    # The reference's trajectory is already ~2x DPM++(2M)'s one step before the split; the
+    # hand-off step itself does not add to that.
+    assert errors["reference"] < 2.5 * errors["dpmpp_2m"]
+    assert errors[VARIANTS[0]] <= 1.5 * errors["dpmpp_2m"] or VARIANTS[0] == "reference"
+
+
+def test_split_then_continue_matches_the_unsplit_run():
+    """A second sampler can continue from the hand-off: high part then low part ≈ full list."""
+    gm = gmm_a()
+    model = lambda x, s, **kw: gm.denoise_ve(x, s)
+    sig = sigmas_of(golden.case("karras_sd15_n20_gmm")["sigmas"])
+    x = noise((8, 4, 8, 8), 3) * sig[0]
+    full = sample_evodiff(model, x, sig, disable=True)
+    high = sample_evodiff(model, x, sig[:13], disable=True)
+    low = sample_evodiff(model, high, sig[12:], disable=True)
+    assert (low - full).pow(2).mean().sqrt() < 0.02 * full.pow(2).mean().sqrt()
+
+
+# ---------------------------------------------------------------- hazards (spec §8)
+
+def test_equal_consecutive_sigmas_are_skipped():
+    sig = SD15_KARRAS_10
+    repeated = sig[:3] + [sig[2]] + sig[3:6] + [sig[5], sig[5]] + sig[6:]
+    x = noise((2, 4, 8, 8)) * sig[0]
+    model, model_repeated = CountingModel(), CountingModel()
+    seen = []
+    out = sample_evodiff(model_repeated, x, sigmas_of(repeated), callback=seen.append, disable=True)
+    assert torch.equal(out, sample_evodiff(model, x, sigmas_of(sig), disable=True))
+    assert model.calls == model_repeated.calls == len(sig) - 1
+    assert [d["i"] for d in seen] == list(range(len(repeated) - 1))
+
+
+def test_a_channel_that_denoises_to_exactly_zero():
+    sig = sigmas_of(SD15_KARRAS_22)
+    mask = torch.tensor([0.0, 1, 1, 1], dtype=torch.float64).view(1, 4, 1, 1)
+    x = noise((2, 4, 8, 8)) * sig[0]
+    out = sample_evodiff(lambda x, s, **kw: linear_gaussian_denoiser(x, s) * mask, x, sig, disable=True)
+    assert torch.isfinite(out).all()
+    assert torch.equal(out[:, 0], torch.zeros_like(out[:, 0]))   # the final denoise of that channel is 0
+    assert torch.equal(out[:, 1:], sample_evodiff(linear_model, x, sig, disable=True)[:, 1:])
+
+
+@pytest.mark.parametrize("sigmas", [SD15_KARRAS_10, SD15_KARRAS_22], ids=["N9", "N21"])
+def test_repeated_model_outputs_from_step_caching(sigmas):
+    """Step-caching nodes return the previous output again: Δ10 = 0 in the N > 20 rule."""
+    sig = sigmas_of(sigmas)
+    cache = {}
+
+    def caching_model(x, s, **kw):  # recompute only every other call
+        cache["n"] = cache.get("n", 0) + 1
+        if cache["n"] % 2 == 1 or "out" not in cache:
+            cache["out"] = linear_gaussian_denoiser(x, s)
+        return cache["out"]
+
+    x = noise((2, 4, 8, 8)) * sig[0]
+    out = sample_evodiff(caching_model, x, sig, disable=True)
+    exact = sample_evodiff(linear_model, x, sig, disable=True)
+    assert torch.isfinite(out).all()
+    # Skipping every other evaluation costs accuracy (DPM++(2M) loses ~9% here), never stability:
+    # the reference's N > 20 rule would divide 0 by 0, and taken at its limit it diverges.
+    assert (out - exact).pow(2).mean().sqrt() < 0.3 * exact.pow(2).mean().sqrt()
+
+
+@pytest.mark.parametrize("sigmas", [SD15_KARRAS_10, SD15_KARRAS_22], ids=["N9", "N21"])
+def test_a_constant_model_is_exact_and_finite(sigmas):
+    const = torch.full((1, 4, 8, 8), -0.3, dtype=torch.float64)
+    out = sample_evodiff(lambda x, s, **kw: const.expand_as(x).clone(), noise((1, 4, 8, 8)) * 14, sigmas_of(sigmas),
+                         disable=True)
+    assert torch.equal(out, const)
+
+
+def test_all_zero_latents_stay_zero():
+    sig = sigmas_of(SD15_KARRAS_22)
+    out = sample_evodiff(linear_model, torch.zeros(2, 4, 8, 8, dtype=torch.float64), sig, disable=True)
+    assert torch.equal(out, torch.zeros_like(out))
+
+
+@pytest.mark.parametrize("scale", [1e-4, 1e-2, 1e2])
+def test_sigma_scale_small_and_large(scale, caplog):
+    """Data and sigmas scaled together: finite everywhere. The reference's last step depends on
+    the absolute scale (a = 1 − sqrt(σ_N σ_{N−1})); when that visibly shrinks x it says so."""
+    sig = sigmas_of(SD15_KARRAS_10) * scale
+    x = noise((2, 4, 8, 8)) * sig[0]
+    data_var = scale ** 2
+    model = lambda x, s, **kw: x * data_var / (data_var + s.view(-1, 1, 1, 1) ** 2)
+    with caplog.at_level(logging.WARNING, logger="evodiff_core"):
+        out = sample_evodiff(model, x, sig, disable=True)
+    assert torch.isfinite(out).all()
+    a = 1 - math.sqrt(sig[-2].item() * sig[-3].item())
+    assert ("scales the latent" in caplog.text) == (a < 0.5)
+
+
+# ---------------------------------------------------------------- errors that say what to change
+
+def test_increasing_sigmas_are_refused():
+    with pytest.raises(ValueError, match="must not increase.*sigmas\\[1\\]"):
+        sample_evodiff(linear_model, noise((1, 4, 4, 4)), sigmas_of([1.0, 2.0, 0.0]), disable=True)
+
+
+@pytest.mark.parametrize("bad", [[1.0, float("nan"), 0.0], [1.0, -0.5]])
+def test_non_finite_or_negative_sigmas_are_refused(bad):
+    with pytest.raises(ValueError, match="sigmas must be"):
+        sample_evodiff(linear_model, noise((1, 4, 4, 4)), sigmas_of(bad), disable=True)
+
+
+@pytest.mark.parametrize("shift", [SHIFT_MIN - 0.1, SHIFT_MAX + 0.1, float("nan"), "0.5"])
+def test_shift_outside_the_accepted_range_is_refused(shift):
+    with pytest.raises(ValueError, match=r"shift must be a number in \["):
+        sample_evodiff(linear_model, noise((1, 4, 4, 4)), sigmas_of(SD15_KARRAS_10), disable=True, shift=shift)
+
+
+def test_unknown_variant_and_noise_schedule_are_refused():
+    with pytest.raises(ValueError, match="choose one of"):
+        sample_evodiff(linear_model, noise((1, 4, 4, 4)), sigmas_of(SD15_KARRAS_10), disable=True, variant="x")
+    with pytest.raises(ValueError, match="'flow' for flow-matching"):
+        sample_evodiff(linear_model, noise((1, 4, 4, 4)), sigmas_of(SD15_KARRAS_10), disable=True,
+                       noise_schedule="vp")
+
+
+def test_shift_changes_the_result():
+    sig = sigmas_of(SD15_KARRAS_10)
+    model = per_sample_model(gmm_a().denoise_ve)
+    x = noise((2, 4, 8, 8)) * sig[0]
+    assert not torch.equal(sample_evodiff(model, x, sig, disable=True, shift=0.5),
+                           sample_evodiff(model, x, sig, disable=True, shift=1.0))
+
+
+def test_a_model_returning_nan_is_named_by_step_and_sigma():
+    sig = sigmas_of(SD15_KARRAS_10)
+    calls = []
+
+    def model(x, s, **kw):
+        calls.append(s[0].item())
+        out = linear_gaussian_denoiser(x, s)
+        return out * float("nan") if len(calls) == 4 else out
+
+    with pytest.raises(FloatingPointError, match=r"model call 4 of 10 \(step 3, sigma = 3\.1686"):
+        sample_evodiff(model, noise((1, 4, 8, 8)) * sig[0], sig, disable=True)
+
+
+def test_no_host_sync_inside_the_step_loop(monkeypatch):
+    """Per-step scalars come from one read of the sigma list; device values are read once at the
+    end. Any .item(), float(), bool() or .tolist() between the first and last model call fails."""
+    sig = sigmas_of(SD15_KARRAS_22)
+    state = {"calls": 0}
+
+    def model(x, s, **kw):
+        state["calls"] += 1
+        return linear_gaussian_denoiser(x, s)
+
+    def forbid(name):
+        original = getattr(torch.Tensor, name)
+
+        def guarded(self, *a, **k):
+            if 0 < state["calls"] < len(sig) - 1:
+                raise AssertionError(f"host sync via Tensor.{name} inside the step loop")
+            return original(self, *a, **k)
+        monkeypatch.setattr(torch.Tensor, name, guarded)
+
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
+        forbid(name)
+    out = sample_evodiff(model, noise((1, 4, 8, 8)) * sig[0], sig, disable=True)
+    assert state["calls"] == len(sig) - 1 and torch.isfinite(out).all()
+
+
+# ---------------------------------------------------------------- callback and progress
+
+def test_callback_once_per_step_with_comfyui_keys():
+    sig = sigmas_of(SD15_KARRAS_10)
+    seen = []
+    x = noise((1, 4, 8, 8)) * sig[0]
+    out = sample_evodiff(linear_model, x, sig, callback=seen.append, disable=True)
+    assert [d["i"] for d in seen] == list(range(len(sig) - 1))
+    for d in seen:
+        assert set(d) == {"x", "i", "sigma", "sigma_hat", "denoised"}
+        assert d["sigma"] == sig[d["i"]] and d["x"].shape == d["denoised"].shape == x.shape
+    assert torch.equal(seen[-1]["denoised"], out)   # the last preview is the final denoise
+
+
+def test_progress_bar_honours_disable(capsys):
+    sig = sigmas_of(SD15_KARRAS_10)
+    x = noise((1, 4, 4, 4)) * sig[0]
+    sample_evodiff(linear_model, x, sig, disable=True)
+    assert capsys.readouterr().err == ""
+    sample_evodiff(linear_model, x, sig, disable=False)
+    assert f"{len(sig) - 1}/{len(sig) - 1}" in capsys.readouterr().err
+
+
+def test_the_core_never_imports_comfy():
+    import subprocess
+    import sys
+    code = "import sys, evodiff_core; assert not any(m == 'comfy' or m.startswith('comfy.') for m in sys.modules)"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=golden.GOLDEN_DIR.parents[2])
