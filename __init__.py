@@ -1,7 +1,7 @@
 """EVODiff sampler for ComfyUI: "evodiff" in every sampler_name list, plus the SamplerEVODiff node.
 
 ComfyUI loads this file with its custom-node loader. The sampler list is extended here, at
-import, because ComfyUI < 0.3.76 never calls ComfyExtension.on_load.
+import, because ComfyUI 0.3.75 and older never call ComfyExtension.on_load.
 """
 from .nodes.registration import register_evodiff_sampler
 from .nodes.sampler_node import comfy_entrypoint
@@ -9,5 +9,4 @@ from .nodes.sampler_node import comfy_entrypoint
 register_evodiff_sampler()
 
 WEB_DIRECTORY = "./web"  # web/docs/SamplerEVODiff.md is the node's help page
-
 __all__ = ["comfy_entrypoint", "WEB_DIRECTORY"]

@@ -1,0 +1,12 @@
+"""Session fixtures. ComfyUI is booted only when a test asks for `comfyui` (mark those tests
+@pytest.mark.comfy), so the core's unit tests run with plain `import evodiff_core`."""
+import pytest
+
+
+@pytest.fixture(scope="session")
+def comfyui():
+    import comfy_harness
+
+    runtime = comfy_harness.boot()
+    yield runtime
+    comfy_harness.shutdown(runtime)
