@@ -19,7 +19,7 @@ import math
 
 import torch
 
-from .schedule import Order2Scalars
+from .schedule import Order2Scalars, Plan, order2_scalars
 
 PROJECTION_CLAMP = 2.0    # every projection / balance ratio is clamped to [-2, 2]
 PROBE_TEMPERATURE = 0.25  # (9): sig(0.25·|r1|)
@@ -152,3 +152,31 @@ def final_step_handoff(x, m0, m1, sigma_prev: float, sigma: float, sigma_next: f
     half_sigma_h = 0.5 * (1.0 - sigma_next / sigma)
     x_next = euler_step(x, m0, sigma, sigma_next)
     return x_next.add_(m0, alpha=half_sigma_h / r).add_(m1, alpha=-half_sigma_h / r)
+
+
+class Steps:
+    """The reference's order-2 and last steps over a planned grid (driven by sampler.py).
+
+    Lists that end in 0 get (F1)–(F5); lists that stop early get the consistent hand-off."""
+
+    def __init__(self, plan: Plan, shift: float, noise_schedule: str):
+        del noise_schedule  # the reference treats every list as VE sigmas, like the original
+        g = self.grid = plan.grid
+        self.shift = shift
+        self.consistency_rule, self.denoise_to_zero = plan.consistency_rule, plan.denoise_to_zero
+        # (1)–(5) for every order-2 step σ_j → σ_{j+1}, j = 1 … N−2
+        self.scalars = {j: order2_scalars(g[j - 1], g[j], g[j + 1], g[0], g[-1]) for j in range(1, len(g) - 2)}
+        self.dots = self.workspace = None
+
+    def order2(self, j, x, m0, m1, denoise):
+        """Grid step σ_j → σ_{j+1} (the spec's step i = j + 1)."""
+        if self.dots is None:
+            self.dots, self.workspace = InnerProducts(m0, m1), Workspace(x)
+        return order2_step(x, m0, m1, self.dots, self.scalars[j], self.shift, self.consistency_rule,
+                           denoise, self.workspace)
+
+    def last(self, j, x, m0, m1):
+        g = self.grid
+        if self.denoise_to_zero:
+            return final_step_reference(x, m0, m1, g[j], g[j + 1])
+        return final_step_handoff(x, m0, m1, g[j - 1], g[j], g[j + 1])

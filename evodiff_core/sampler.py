@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from . import reference
+from . import improved, reference
 from .schedule import plan
 
 try:  # ComfyUI ships tqdm; the core must still import with torch alone
@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SHIFT = 0.5          # the paper's / reference's μ
 SHIFT_MIN, SHIFT_MAX = 0.0, 2.0  # ζ = sig(|ζ*| − μ): past 2 the step is inflated up to 1/sig(−2) ≈ 8×
-VARIANTS = ("reference",)    # the first one is the default
+VARIANTS = ("improved", "reference")    # the first one is the default (docs/variants.md)
+_STEPS = {"improved": improved.Steps, "reference": reference.Steps}
 NOISE_SCHEDULES = ("ve", "flow")
 # Below this the reference's last-step rescale a = 1 − sqrt(σ_N σ_{N−1}) visibly shrinks the latent.
 _REFERENCE_RESCALE_WARNING = 0.5
@@ -44,14 +45,18 @@ def sample_evodiff(model, x, sigmas, extra_args=None, callback=None, disable=Non
     ``model(x, sigma * s_in, **extra_args)`` returns the denoised estimate; ``sigmas`` is
     non-increasing. Returns the state at ``sigmas[-1]`` (the clean sample when it is 0).
 
-    * ``shift``: the reference's variance shift μ in ζ = sig(|ζ*| − μ) (spec §3.2 (20)). It is
-      not the timestep shift of flow models (ModelSamplingSD3/Flux).
-    * ``variant``: one of :data:`VARIANTS`. ``"reference"`` reproduces the official code.
+    * ``shift``: EVODiff's variance shift μ: the reference's ζ = sig(|ζ*| − μ) (spec §3.2 (20));
+      in the improved variant the damping ν = 1/(1 + μ·δ) of (V6). It is not the timestep shift
+      of flow models (ModelSamplingSD3/Flux).
+    * ``variant``: one of :data:`VARIANTS`. ``"reference"`` reproduces the official code;
+      ``"improved"`` (the default) is its consistent, schedule-aware form (docs/variants.md).
     * ``noise_schedule``: ``"ve"`` (x = x0 + σ·ε: EPS/V models) or ``"flow"`` (x = (1−σ)·x0 + σ·ε:
-      CONST models). The reference variant treats every list as VE sigmas, like the original.
+      CONST models). The improved variant integrates the ODE for that schedule; the reference
+      variant treats every list as VE sigmas, like the original.
 
     Beyond the reference (spec §8–9):
-    * Lists ending in 0 behave exactly as the reference (final step, then D(x_N, σ_N)).
+    * Lists ending in 0: the reference variant behaves exactly as the original (final step, then
+      D(x_N, σ_N)); the improved variant ends with its consistent last step (docs/variants.md).
     * Lists that stop early (split schedules) end with a consistent second-order step instead of
       the reference's rescaled one, so the state at ``sigmas[-1]`` can be handed to a second sampler.
     * Equal consecutive sigmas are zero-length steps and are skipped (no model call).
@@ -86,8 +91,8 @@ def sample_evodiff(model, x, sigmas, extra_args=None, callback=None, disable=Non
 
     state = x.to(work_dtype).reshape(flat)
     grid = p.grid
+    steps = _STEPS[variant](p, shift, noise_schedule)
     m0 = m1 = None   # the last two model outputs D_j, D_{j-1}
-    dots = workspace = None
 
     for k in trange(len(sigma_list) - 1, disable=disable):
         iv = p.intervals[k]
@@ -105,17 +110,12 @@ def sample_evodiff(model, x, sigmas, extra_args=None, callback=None, disable=Non
         elif iv.kind in ("warmup", "euler"):
             state = reference.euler_step(state, m0, grid[j], grid[j + 1])
         elif iv.kind == "order2":
-            if dots is None:
-                dots, workspace = reference.InnerProducts(m0, m1), reference.Workspace(state)
-            state, d_new = reference.order2_step(
-                state, m0, m1, dots, iv.scalars, shift, p.consistency_rule,
-                lambda x_probe, j_next=j + 1: denoise(x_probe, j_next), workspace)
+            state, d_new = steps.order2(j, state, m0, m1, lambda x_probe: denoise(x_probe, j + 1))
             m0, m1 = d_new, m0
-        elif p.denoise_to_zero:  # "final" of a list that ends in 0: the reference's step
-            _warn_if_rescaled(grid[j], grid[j + 1])
-            state = reference.final_step_reference(state, m0, m1, grid[j], grid[j + 1])
-        else:  # "final" of a list that stops early: the hand-off step
-            state = reference.final_step_handoff(state, m0, m1, grid[j - 1], grid[j], grid[j + 1])
+        else:  # "final"
+            if variant == "reference" and p.denoise_to_zero:
+                _warn_if_rescaled(grid[j], grid[j + 1])
+            state = steps.last(j, state, m0, m1)
 
     _raise_if_not_finite(finite_flags, call_grid_steps, state, p, sigma_list)
     return state.view(x.shape).to(x.dtype)

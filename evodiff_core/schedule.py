@@ -45,7 +45,6 @@ class Interval:
     k: int
     kind: str
     step: int | None = None
-    scalars: Order2Scalars | None = None
 
 
 @dataclass(frozen=True)
@@ -133,6 +132,5 @@ def plan(sigmas: list[float]) -> Plan:
         elif j == n - 1:
             intervals.append(Interval(k, "final", j))
         else:
-            scalars = order2_scalars(grid[j - 1], grid[j], grid[j + 1], grid[0], grid[-1])
-            intervals.append(Interval(k, "order2", j, scalars))
+            intervals.append(Interval(k, "order2", j))
     return Plan(grid, grid_index, denoise_to_zero, intervals)

@@ -22,10 +22,13 @@ DESCRIPTION = (
     "Works with EPS, v-prediction and flow-matching (SD3, Flux, Wan) models.")
 
 SHIFT_TOOLTIP = (
-    "EVODiff's variance shift μ: the offset in ζ = sigmoid(|ζ*| − μ) that sets how strongly each "
-    "2nd-order step leans on the variance-optimal correction. 0.5 is the paper's value. "
-    "This is NOT the timestep 'shift' of ModelSamplingSD3 / ModelSamplingFlux (set that on the model).")
-VARIANT_TOOLTIP = "Which EVODiff update rule to run. 'reference' reproduces the paper's official code."
+    "EVODiff's variance shift μ. 'improved': how strongly a step is damped when its two slope "
+    "estimates disagree (0 = no variance control, the most ODE-accurate). 'reference': the offset "
+    "in ζ = sigmoid(|ζ*| − μ). 0.5 is the paper's value. This is NOT the timestep 'shift' of "
+    "ModelSamplingSD3 / ModelSamplingFlux (set that on the model).")
+VARIANT_TOOLTIP = (
+    "Which EVODiff update rule to run. 'improved' (default): consistent, flow-aware, variance-"
+    "controlled (docs/variants.md). 'reference': the paper's official code, output for output.")
 NOISE_SCHEDULE_TOOLTIP = (
     "How the latent was noised. 'auto' reads it from the model: 'flow' for flow-matching models "
     "(SD3, Flux, Wan...), 've' for EPS / v-prediction models (SD1.5, SDXL...). Override only when "

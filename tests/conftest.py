@@ -10,3 +10,14 @@ def comfyui():
     runtime = comfy_harness.boot()
     yield runtime
     comfy_harness.shutdown(runtime)
+
+
+@pytest.fixture(scope="session")
+def k_sampling():
+    """ComfyUI's own k-diffusion samplers (real runtime, no nodes loaded): the measuring sticks."""
+    from tools.comfyui_runtime import prepare_comfyui
+
+    prepare_comfyui()
+    import comfy.k_diffusion.sampling
+
+    return comfy.k_diffusion.sampling

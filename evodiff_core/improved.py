@@ -1,0 +1,194 @@
+"""EVODiff "improved": the reference's step made consistent and model-sampling aware, with its
+variance control kept as a bounded correction. Derivations and measurements: docs/variants.md.
+
+General schedule x = α·x0 + σ·ε (VE / EPS / V: α = 1; ComfyUI CONST / flow: α = 1 − σ),
+κ = σ/α, log-SNR λ = log(α/σ) = −log κ. The exact probability-flow ODE solution in data
+prediction is
+
+  (V1)  x_t = (σ_t/σ_s)·x_s + σ_t ∫_{λ_s}^{λ_t} e^{λ} D(λ) dλ,
+
+the reference's x_t = (σ_t/σ_s)·x_s + σ_t·h·D (h = 1/κ_t − 1/κ_s) being its D = const case.
+Replacing D by a polynomial in an interpolation variable u(λ) through the outputs at hand and
+integrating exactly gives host weights, computed once per sampler call:
+
+  (V2)  x_t = ρ·x_s + Σ_a W_a·D_a,   ρ = σ_t/σ_s,   Σ_a W_a = α_t − ρ·α_s = 1 − ρ.
+
+u is the log of the marginal std (u = λ for VE, u = −log t = log(1 + e^λ) for flow) in the
+order-2 steps, and the noise variance u = κ² in the last step of a VE list (Tweedie: D moves
+like κ² at low noise, where the last steps are long). A node at flow's σ = 1 (λ = −∞) is dropped.
+
+The order-2 step, one model call (the reference's (10)–(22)), slopes in u:
+  (V3)  probe  x̃ = x_E + a1·g−,        g− = (m0 − m1)/Δu_prev,  a1 = σ_t ∫ e^λ (u − u_s) dλ
+  (V4)  D_i = D(x̃, σ_i),                g+ = (D_i − m0)/Δu
+  (V5)  η_var = clamp(−⟨g−, g+ − g−⟩/‖g+ − g−‖², 0, 1): the blend (1 − η)·g− + η·g+ of least
+        variance, per (sample, channel) (the paper's η*: η_var = ½ − η*)
+  (V6)  ν = 1/(1 + μ·δ),  δ = ‖g+ − g−‖/(‖g−‖ + ‖g+‖): the slopes' disagreement damps the step
+        (the paper's ζ, with μ the shift)
+  (V7)  η = ν·η_quad + (1 − ν)·η_var, η_quad the weight that integrates the parabola through
+        m1, m0, D_i exactly
+  (V8)  x_i = x_E + a1·ν·((1 − η)·g− + η·g+)
+δ = O(Δu) on a smooth path, so ν → 1 and η → η_quad as steps shrink: the deviations are bounded
+and vanish, and the step keeps its order. μ = 0 gives the pure interpolation rule.
+  (V9)  last step (no call; also the hand-off of split lists): (V2) through m1, m0.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+from .reference import euler_step
+from .schedule import Plan
+
+_QUADRATURE_NODES = 24   # Gauss–Legendre on one step: exact to ~1e-15 for these smooth integrands
+# u for (order-2 steps, last step) per noise schedule; see the module docstring and docs/variants.md
+INTERPOLATION = {"ve": ("lambda", "kappa2"), "flow": ("logsigma_flow", "logsigma_flow")}
+
+
+def alpha_sigma(s: float, noise_schedule: str) -> tuple[float, float]:
+    """(α, σ) of a ComfyUI sigma: VE x = x0 + s·ε, flow (CONST) x = (1 − s)·x0 + s·ε."""
+    return (1.0 - s, s) if noise_schedule == "flow" else (1.0, s)
+
+
+def log_snr(s: float, noise_schedule: str) -> float:
+    """λ = log(α/σ) = −log κ; −∞ at flow's σ = 1 (pure noise)."""
+    alpha, sigma = alpha_sigma(s, noise_schedule)
+    return -math.inf if alpha <= 0 else math.log(alpha / sigma)
+
+
+def interpolation_variable(lam: float, variable: str) -> float:
+    """u(λ), up to an affine map (which leaves the weights unchanged).
+
+    "lambda": λ.  "logsigma_flow": −log t = log(1 + e^λ) for flow (for VE −log σ is λ itself).
+    "kappa2": κ² = e^{−2λ}, the noise variance relative to the data."""
+    if variable == "lambda":
+        return lam
+    if variable == "logsigma_flow":
+        return lam + math.log1p(math.exp(-lam)) if lam > 0 else math.log1p(math.exp(lam))
+    if variable == "kappa2":
+        return math.exp(-2 * lam)
+    raise ValueError(variable)
+
+
+@lru_cache(maxsize=1)
+def _gauss_legendre() -> tuple[list[float], list[float]]:
+    import numpy as np  # ComfyUI and torch ship numpy; only used on the host, once per call
+
+    x, w = np.polynomial.legendre.leggauss(_QUADRATURE_NODES)
+    return [(float(a) + 1) / 2 for a in x], [float(b) / 2 for b in w]   # mapped to [0, 1]
+
+
+def integral_weights(node_lams, lam_s: float, lam_t: float, alpha_t: float, variable: str) -> list[float]:
+    """(V2): W_a = σ_t ∫_{λ_s}^{λ_t} e^{λ} L_a(u(λ)) dλ = α_t ∫_0^h e^{−(h−τ)} L_a(u(λ_s + τ)) dτ,
+    L_a the Lagrange basis over the nodes u(λ_a). Nodes at λ = −∞ get weight 0 (left out)."""
+    finite = [a for a, lam in enumerate(node_lams) if math.isfinite(lam)]
+    us = [interpolation_variable(node_lams[a], variable) for a in finite]
+    h = lam_t - lam_s
+    weights = [0.0] * len(node_lams)
+    for x, w in zip(*_gauss_legendre()):
+        tau = x * h
+        u = interpolation_variable(lam_s + tau, variable)
+        kernel = w * h * math.exp(tau - h)
+        for a, ua in zip(finite, us):
+            basis = math.prod((u - ub) / (ua - ub) for ub in us if ub != ua)
+            weights[a] += alpha_t * kernel * basis
+    return weights
+
+
+@dataclass(frozen=True)
+class StepWeights:
+    """Host constants of the step σ_{i−1} → σ_i (grid index i ≥ 2)."""
+
+    sigma_prev: float   # σ_{i−1}
+    sigma: float        # σ_i
+    du_prev: float      # Δu of the previous step (∞ when its start is flow's σ = 1)
+    du: float           # Δu of this step
+    a1: float           # σ_t ∫ e^λ (u(λ) − u_s) dλ: the weight of a slope in u, (V3) and (V8)
+    eta_quad: float     # (V7) the blend weight of the exact parabola integral
+    last: tuple[float, float]   # (V9) on (m1, m0)
+
+
+def step_weights(grid: list[float], noise_schedule: str) -> dict[int, StepWeights]:
+    """StepWeights for every grid index i ≥ 2 (the steps that have two earlier model outputs)."""
+    lam = [log_snr(s, noise_schedule) for s in grid]
+    variable, last_variable = INTERPOLATION[noise_schedule]
+    u = [interpolation_variable(v, variable) if math.isfinite(v) else -math.inf for v in lam]
+    out = {}
+    for i in range(2, len(grid)):
+        alpha_t = alpha_sigma(grid[i], noise_schedule)[0]
+        du = u[i] - u[i - 1]
+        # the slope weight: linear interpolation through (u_s, 0) and (u_t, Δu) integrated
+        a1 = integral_weights([lam[i - 1], lam[i]], lam[i - 1], lam[i], alpha_t, variable)[1] * du
+        # the parabola's weight on D_i, W_D, is a1·η_quad/Δu, since (V8) puts a1·η/Δu on D_i
+        w_d = integral_weights(lam[i - 2:i + 1], lam[i - 1], lam[i], alpha_t, variable)[2]
+        out[i] = StepWeights(
+            sigma_prev=grid[i - 1], sigma=grid[i], du_prev=u[i - 1] - u[i - 2], du=du, a1=a1,
+            eta_quad=w_d * du / a1 if math.isfinite(lam[i - 2]) else 1.0,
+            last=tuple(integral_weights(lam[i - 2:i], lam[i - 1], lam[i], alpha_t, last_variable)))
+    return out
+
+
+class Workspace:
+    """Latent-sized scratch: the slope g− and the slope change ẽ side by side, so one batched
+    matmul gives their three inner products. Never handed to the model or the callback."""
+
+    def __init__(self, like: torch.Tensor):
+        b, c, n = like.shape
+        self.slopes = like.new_empty((b, c, 2, n))
+        self.g_minus, self.change = self.slopes[:, :, 0], self.slopes[:, :, 1]
+
+
+def order2_step(x, m0, m1, sw: StepWeights, shift: float, denoise, ws: Workspace):
+    """(V3)–(V8): one step σ_{i−1} → σ_i with one model call at the probe point.
+
+    Returns ``(x_i, D_i)``; D_i belongs to the probe point and is reused by the next step."""
+    x_euler = euler_step(x, m0, sw.sigma_prev, sw.sigma)
+    if not math.isfinite(sw.du_prev):
+        # m1 is the output at pure noise (flow σ = 1): no backward slope, so the step is the
+        # Euler probe corrected with the slope through it (Heun-like, still one call).
+        d_new = denoise(x_euler)
+        return torch.add(x_euler, d_new - m0, alpha=sw.a1 / sw.du), d_new
+    # (V3) probe along the backward slope
+    g_minus = torch.sub(m0, m1, out=ws.g_minus).div_(sw.du_prev)
+    d_new = denoise(torch.add(x_euler, g_minus, alpha=sw.a1))
+    # (V4) the slope change as ẽ = Δu·(g+ − g−) = D_i − (m0 + Δu·g−): D_i minus its prediction
+    change = torch.sub(d_new, m0, out=ws.change).sub_(g_minus, alpha=sw.du)
+    gram = ws.slopes @ ws.slopes.transpose(-1, -2)
+    gg, gc, cc = gram[..., 0, :1], gram[..., 0, 1:], gram[..., 1, 1:]
+    tiny = torch.finfo(gram.dtype).tiny
+    # (V5) η_var = −⟨g−, g+ − g−⟩/‖g+ − g−‖²; where ẽ = 0 the slopes agree and it is 0
+    eta_var = (-sw.du * gc / cc.clamp_min(tiny)).clamp_(0.0, 1.0)
+    # (V6) δ = (‖ẽ‖/Δu) / (‖g−‖ + ‖g+‖), ‖g+‖² = ‖g− + ẽ/Δu‖²
+    g_plus_norm = (gg + (2 / sw.du) * gc + cc / sw.du ** 2).clamp_min_(0).sqrt_()
+    disagreement = (cc.sqrt() / sw.du) / (gg.sqrt() + g_plus_norm).clamp_min_(tiny)
+    nu = 1.0 / (1.0 + shift * disagreement)
+    # (V7) blend weight, (V8) x_i = x_E + a1·ν·g− + (a1·ν·η/Δu)·ẽ
+    eta = torch.lerp(eta_var, torch.full_like(eta_var, sw.eta_quad), nu)
+    x_next = x_euler.addcmul_(sw.a1 * nu, g_minus).addcmul_((sw.a1 / sw.du) * nu * eta, change)
+    return x_next, d_new
+
+
+def last_step(x, m0, m1, sw: StepWeights) -> torch.Tensor:
+    """(V9): the last solver step, no model call (ends in D(x_N, σ_N) or hands x_N over)."""
+    w1, w0 = sw.last
+    return (x * (sw.sigma / sw.sigma_prev)).add_(m1, alpha=w1).add_(m0, alpha=w0)
+
+
+class Steps:
+    """The improved order-2 and last steps over a planned grid (driven by sampler.py)."""
+
+    def __init__(self, plan: Plan, shift: float, noise_schedule: str):
+        self.weights = step_weights(plan.grid, noise_schedule)
+        self.shift = shift
+        self.workspace = None
+
+    def order2(self, j, x, m0, m1, denoise):
+        """Grid step σ_j → σ_{j+1}."""
+        if self.workspace is None:
+            self.workspace = Workspace(x)
+        return order2_step(x, m0, m1, self.weights[j + 1], self.shift, denoise, self.workspace)
+
+    def last(self, j, x, m0, m1):
+        return last_step(x, m0, m1, self.weights[j + 1])
