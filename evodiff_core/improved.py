@@ -111,7 +111,15 @@ class StepWeights:
 
 
 def step_weights(grid: list[float], noise_schedule: str) -> dict[int, StepWeights]:
-    """StepWeights for every grid index i ≥ 2 (the steps that have two earlier model outputs)."""
+    """StepWeights for every grid index i ≥ 2 (the steps that have two earlier model outputs).
+
+    Cached per (grid, schedule): a workflow samples the same sigma list run after run, and the
+    quadrature (~0.1 ms a step on the host) is then paid once."""
+    return _step_weights(tuple(grid), noise_schedule)
+
+
+@lru_cache(maxsize=64)
+def _step_weights(grid: tuple[float, ...], noise_schedule: str) -> dict[int, StepWeights]:
     lam = [log_snr(s, noise_schedule) for s in grid]
     variable, last_variable = INTERPOLATION[noise_schedule]
     u = [interpolation_variable(v, variable) if math.isfinite(v) else -math.inf for v in lam]
@@ -131,43 +139,46 @@ def step_weights(grid: list[float], noise_schedule: str) -> dict[int, StepWeight
 
 
 class Workspace:
-    """Latent-sized scratch: the slope g− and the slope change ẽ side by side, so one batched
-    matmul gives their three inner products. Never handed to the model or the callback."""
+    """Latent-sized scratch: the output difference d = m0 − m1 and the slope change ẽ side by
+    side, so one batched matmul gives their three inner products. Never handed to the model or
+    the callback."""
 
     def __init__(self, like: torch.Tensor):
         b, c, n = like.shape
-        self.slopes = like.new_empty((b, c, 2, n))
-        self.g_minus, self.change = self.slopes[:, :, 0], self.slopes[:, :, 1]
+        self.pair = like.new_empty((b, c, 2, n))
+        self.diff, self.change = self.pair[:, :, 0], self.pair[:, :, 1]
 
 
 def order2_step(x, m0, m1, sw: StepWeights, shift: float, denoise, ws: Workspace):
     """(V3)–(V8): one step σ_{i−1} → σ_i with one model call at the probe point.
 
-    Returns ``(x_i, D_i)``; D_i belongs to the probe point and is reused by the next step."""
+    Returns ``(x_i, D_i)``; D_i belongs to the probe point and is reused by the next step.
+    Slopes are kept unscaled: g− = d/Δu_prev with d = m0 − m1, and g+ − g− = ẽ/Δu."""
     x_euler = euler_step(x, m0, sw.sigma_prev, sw.sigma)
     if not math.isfinite(sw.du_prev):
         # m1 is the output at pure noise (flow σ = 1): no backward slope, so the step is the
         # Euler probe corrected with the slope through it (Heun-like, still one call).
         d_new = denoise(x_euler)
         return torch.add(x_euler, d_new - m0, alpha=sw.a1 / sw.du), d_new
-    # (V3) probe along the backward slope
-    g_minus = torch.sub(m0, m1, out=ws.g_minus).div_(sw.du_prev)
-    d_new = denoise(torch.add(x_euler, g_minus, alpha=sw.a1))
-    # (V4) the slope change as ẽ = Δu·(g+ − g−) = D_i − (m0 + Δu·g−): D_i minus its prediction
-    change = torch.sub(d_new, m0, out=ws.change).sub_(g_minus, alpha=sw.du)
-    gram = ws.slopes @ ws.slopes.transpose(-1, -2)
-    gg, gc, cc = gram[..., 0, :1], gram[..., 0, 1:], gram[..., 1, 1:]
+    q = sw.du / sw.du_prev
+    # (V3) probe along the backward slope: x̃ = x_E + a1·g−
+    diff = torch.sub(m0, m1, out=ws.diff)
+    d_new = denoise(torch.add(x_euler, diff, alpha=sw.a1 / sw.du_prev))
+    # (V4) slope change ẽ = Δu·(g+ − g−) = D_i − (m0 + q·d): D_i minus its linear prediction
+    change = torch.sub(d_new, m0, out=ws.change).sub_(diff, alpha=q)
+    gram = ws.pair @ ws.pair.transpose(-1, -2)
+    dd, dc, cc = gram[..., 0, :1], gram[..., 0, 1:], gram[..., 1, 1:]
     tiny = torch.finfo(gram.dtype).tiny
-    # (V5) η_var = −⟨g−, g+ − g−⟩/‖g+ − g−‖²; where ẽ = 0 the slopes agree and it is 0
-    eta_var = (-sw.du * gc / cc.clamp_min(tiny)).clamp_(0.0, 1.0)
-    # (V6) δ = (‖ẽ‖/Δu) / (‖g−‖ + ‖g+‖), ‖g+‖² = ‖g− + ẽ/Δu‖²
-    g_plus_norm = (gg + (2 / sw.du) * gc + cc / sw.du ** 2).clamp_min_(0).sqrt_()
-    disagreement = (cc.sqrt() / sw.du) / (gg.sqrt() + g_plus_norm).clamp_min_(tiny)
-    nu = 1.0 / (1.0 + shift * disagreement)
-    # (V7) blend weight, (V8) x_i = x_E + a1·ν·g− + (a1·ν·η/Δu)·ẽ
-    eta = torch.lerp(eta_var, torch.full_like(eta_var, sw.eta_quad), nu)
-    x_next = x_euler.addcmul_(sw.a1 * nu, g_minus).addcmul_((sw.a1 / sw.du) * nu * eta, change)
-    return x_next, d_new
+    # (V5) η_var = −⟨g−, g+ − g−⟩/‖g+ − g−‖² = −q·⟨d,ẽ⟩/⟨ẽ,ẽ⟩; 0 where ẽ = 0 (the slopes agree)
+    eta_var = (dc / cc.clamp_min(tiny)).mul_(-q).clamp_(0.0, 1.0)
+    # (V6) δ = ‖g+ − g−‖/(‖g−‖ + ‖g+‖) = ‖ẽ‖/(q·‖d‖ + ‖q·d + ẽ‖)
+    g_plus_norm = (dd * (q * q)).add_(dc, alpha=2 * q).add_(cc).clamp_min_(0).sqrt_()
+    disagreement = cc.sqrt().div_(dd.sqrt().mul_(q).add_(g_plus_norm).clamp_min_(tiny))
+    nu = disagreement.mul_(shift).add_(1).reciprocal_()
+    # (V7) η = ν·η_quad + (1 − ν)·η_var;  (V8) x_i = x_E + a1·ν·g− + (a1·ν·η/Δu)·ẽ
+    eta = eta_var.sub_(sw.eta_quad).mul_(1 - nu).add_(sw.eta_quad)
+    x_next = x_euler.addcmul_(nu, diff, value=sw.a1 / sw.du_prev)
+    return x_next.addcmul_(nu * eta, change, value=sw.a1 / sw.du), d_new
 
 
 def last_step(x, m0, m1, sw: StepWeights) -> torch.Tensor:
