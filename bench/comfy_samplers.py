@@ -21,8 +21,8 @@ EVODIFF_PREFIX = "evodiff"
 
 
 @lru_cache(maxsize=None)
-def comfy():
-    """Boot ComfyUI (CPU) once and return its modules as a namespace."""
+def comfyui():
+    """Boot ComfyUI (CPU) once; return the `comfy` package with the modules used here imported."""
     prepare_comfyui()
     import comfy.k_diffusion.sampling
     import comfy.model_base
@@ -36,7 +36,7 @@ def comfy():
 @lru_cache(maxsize=None)
 def model_sampling(family: str):
     """The real model_sampling object ComfyUI makes for an SD1.5 (eps) or SD3 (flow) checkpoint."""
-    c = comfy()
+    c = comfyui()
     if family == "eps":
         config = c.supported_models.SD15({"model_channels": 320, "context_dim": 768})
         return c.model_base.model_sampling(config, c.model_base.ModelType.EPS)
@@ -63,7 +63,7 @@ def all_samplers() -> tuple[str, ...]:
 
 def sigmas_for(sampler: str, family: str, scheduler: str, steps: int) -> torch.Tensor:
     """The sigma list KSampler would hand this sampler for ``steps`` steps."""
-    c = comfy()
+    c = comfyui()
     ms = model_sampling(family)
     if sampler in c.samplers.KSampler.DISCARD_PENULTIMATE_SIGMA_SAMPLERS:
         sigmas = c.samplers.calculate_sigmas(ms, scheduler, steps + 1)
@@ -73,13 +73,14 @@ def sigmas_for(sampler: str, family: str, scheduler: str, steps: int) -> torch.T
 
 def sampler_object(sampler: str, family: str):
     """A real comfy.samplers.KSAMPLER for a built-in name or 'evodiff:<variant>'."""
-    c = comfy()
+    c = comfyui()
     if is_evodiff(sampler):
         from evodiff_core import sample_evodiff
 
-        variant = sampler.split(":", 1)[1] if ":" in sampler else "reference"
-        schedule = "flow" if family == "flow" else "ve"
-        return c.samplers.KSAMPLER(sample_evodiff, {"variant": variant, "noise_schedule": schedule})
+        options = {"noise_schedule": "flow" if family == "flow" else "ve"}
+        if ":" in sampler:  # a bare 'evodiff' gets the core's default variant
+            options["variant"] = sampler.split(":", 1)[1]
+        return c.samplers.KSAMPLER(sample_evodiff, options)
     return c.samplers.sampler_object(sampler)
 
 
@@ -109,15 +110,19 @@ class CountingModel:
     samplers) and ``model_patcher.get_model_object("model_sampling")`` (newer ones).
     """
 
-    def __init__(self, denoiser, ms):
+    def __init__(self, denoiser, ms, exact_float64: bool = True):
         self.denoiser = denoiser
+        self.exact_float64 = exact_float64
         self.inner_model = _BaseModelStandIn(ms)
         self.model_patcher = _ModelPatcherStandIn(ms)
         self.calls = 0
 
     def __call__(self, x, sigma, model_options=None, seed=None, **_):
         self.calls += 1
-        return self.denoiser(x, sigma)
+        if not self.exact_float64:
+            return self.denoiser(x, sigma)
+        # exact maths in float64, handed back in the sampler's dtype as ComfyUI's models do
+        return self.denoiser(x.double(), sigma.double()).to(x.dtype)
 
 
 @dataclass
@@ -129,11 +134,15 @@ class Run:
 
 
 def run_sampler(sampler: str, family: str, scheduler: str, steps: int, denoiser,
-                noise: torch.Tensor, seed: int = 0) -> Run:
-    """Sample from ``noise`` (unit Gaussian) exactly as KSampler would, txt2img, no CFG."""
+                noise: torch.Tensor, seed: int = 0, exact_float64: bool = True) -> Run:
+    """Sample from ``noise`` (unit Gaussian) exactly as KSampler would, txt2img, no CFG.
+
+    The latent is float32 as in ComfyUI (uni_pc fails on float64 latents).
+    """
+    noise = noise.to(torch.float32)
     ms = model_sampling(family)
     sigmas = sigmas_for(sampler, family, scheduler, steps)
-    model = CountingModel(denoiser, ms)
+    model = CountingModel(denoiser, ms, exact_float64)
     latent = torch.zeros_like(noise)
     extra_args = {"model_options": {}, "seed": seed}
     x = sampler_object(sampler, family).sample(model, sigmas, extra_args, None, noise,
@@ -145,7 +154,7 @@ def run_sampler(sampler: str, family: str, scheduler: str, steps: int, denoiser,
 def steps_for_nfe(sampler: str, family: str, scheduler: str, nfe: int) -> tuple[int, int]:
     """(steps, achieved NFE): the most steps whose measured NFE does not exceed ``nfe``.
 
-    Measured with a trivial model on a 1-element latent; heun needs 2 calls per step but one on
+    Measured with a trivial model on a 2x2 latent; heun needs 2 calls per step but one on
     the last, so an even target is not reachable and the achieved NFE is reported instead.
     """
     best = None
@@ -153,8 +162,10 @@ def steps_for_nfe(sampler: str, family: str, scheduler: str, nfe: int) -> tuple[
         try:
             achieved = run_sampler(sampler, family, scheduler, steps, lambda x, s: 0.5 * x,
                                    torch.ones(1, 1, 2, 2)).nfe
-        except Exception:  # too few steps for this sampler (e.g. a multistep start-up rule)
-            continue
+        except Exception:
+            if steps < 3:  # too few steps for this sampler's start-up rule
+                continue
+            raise
         if achieved <= nfe:
             best = (steps, achieved)
         if achieved >= nfe:
@@ -166,7 +177,7 @@ def steps_for_nfe(sampler: str, family: str, scheduler: str, nfe: int) -> tuple[
 
 def initial_latent(family: str, sigmas: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """The latent KSAMPLER hands a sampler for txt2img: ComfyUI's own noise_scaling and max_denoise."""
-    c = comfy()
+    c = comfyui()
     ms = model_sampling(family)
     max_denoise = c.samplers.KSAMPLER(None).max_denoise(CountingModel(None, ms), sigmas)
     return ms.noise_scaling(sigmas[0], noise, torch.zeros_like(noise), max_denoise)

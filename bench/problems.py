@@ -1,6 +1,6 @@
 """The benchmark problems and their exact (or converged) probability-flow ODE solutions.
 
-* ``mixture``: a 10-component Gaussian mixture on [4, 8, 8] latents (256 dims), anisotropic
+* ``mixture``: a 10-component Gaussian mixture on [4, 4, 4] latents (64 dims), anisotropic
   diagonal covariances (variances from 0.01 to 1 per dimension), unequal weights, about unit
   variance overall. Its posterior-mean denoiser is exact, so every error is solver error.
 * ``digits``: the learned EDM denoiser of ``bench.learned`` on 8x8 digits; here the "exact"
@@ -27,7 +27,8 @@ ODE_STOP = 1e-4
 
 class MixtureProblem:
     name = "mixture"
-    event_shape = (4, 8, 8)
+    # 64 dims: enough to be hard, few enough that Fréchet distances from 2048 samples are stable
+    event_shape = (4, 4, 4)
 
     def __init__(self, components: int = 10, seed: int = 20251126):
         gen = torch.Generator().manual_seed(seed)
@@ -60,13 +61,8 @@ class DigitsProblem:
         self.data_target = FrechetTarget(*moments(self.features(data)))
 
     def denoiser(self, family: str):
-        with_no_grad = torch.no_grad()
         net = self.net.denoise_flow if family == "flow" else self.net.denoise_ve
-
-        def denoise(x, sigma):
-            with with_no_grad:
-                return net(x, sigma)
-        return denoise
+        return torch.no_grad()(net)
 
     @torch.no_grad()
     def features(self, x: torch.Tensor) -> torch.Tensor:

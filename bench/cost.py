@@ -1,0 +1,150 @@
+"""Cost per step with the model excluded, and peak extra memory, against dpmpp_2m and uni_pc.
+
+Time: each sampler runs through the same KSAMPLER path as the quality benchmark with a trivial
+model (``0.5 * x``, one fresh latent-sized output like a real model's); the time spent inside
+the model is measured and subtracted, the rest divided by the number of steps is the sampler's
+overhead per step. The best of several repeats is kept (the machine is shared).
+
+Memory: CPU tensors come from glibc malloc. In a child process started with a fixed
+``MALLOC_MMAP_THRESHOLD_`` every latent-sized buffer is its own mmap, returned to the kernel the
+moment it is freed, so the resident set follows live tensor memory to the page. The kernel's
+peak-RSS counter (VmHWM) is reset through /proc/self/clear_refs just before a run; the peak
+above the resident size at that moment, divided by the latent's size, is the number of extra
+latent-sized buffers the sampler (plus KSAMPLER's wrapping and the model's output) holds at
+its worst moment. Same harness for every sampler, so the counts compare directly.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from . import comfy_samplers as cs
+
+LATENTS = {"sd 1x4x128x128": (1, 4, 128, 128), "flux 1x16x128x128": (1, 16, 128, 128),
+           "video 1x16x21x60x104": (1, 16, 21, 60, 104)}
+BASELINES = ("dpmpp_2m", "uni_pc", "euler")   # euler: the floor any sampler pays here
+THRESHOLD = 2.0     # issue 4: EVODiff's overhead per step at most 2x dpmpp_2m's
+STEPS = 10
+
+
+class TimedTrivialModel:
+    def __init__(self):
+        self.seconds = 0.0
+
+    def __call__(self, x, sigma):
+        start = time.perf_counter()
+        out = 0.5 * x
+        self.seconds += time.perf_counter() - start
+        return out
+
+
+def _noise(shape):
+    return torch.randn(shape, generator=torch.Generator().manual_seed(0))
+
+
+def _run(sampler: str, noise: torch.Tensor, steps: int = STEPS):
+    model = TimedTrivialModel()
+    start = time.perf_counter()
+    run = cs.run_sampler(sampler, "eps", "karras", steps, model, noise, exact_float64=False)
+    return time.perf_counter() - start - model.seconds, run
+
+
+def overhead_per_step(samplers, shape, repeats: int = 3) -> dict[str, float]:
+    """{sampler: seconds per step spent outside the model}, best of ``repeats``.
+
+    The samplers take turns within each repeat, so a burst of load on the shared machine
+    hits them alike instead of spoiling one sampler's every run.
+    """
+    noise = _noise(shape)
+    best = {}
+    for s in samplers:
+        _run(s, noise)  # warm-up
+    # small latents run in a millisecond: repeat them more, so the best-of is as reliable
+    for _ in range(repeats * max(1, 2_000_000 // noise.numel())):
+        for s in samplers:
+            best[s] = min(best.get(s, float("inf")), _run(s, noise)[0] / STEPS)
+    return best
+
+
+def _rss_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def peak_extra_buffers(fn, latent: torch.Tensor) -> float:
+    """Peak resident memory while ``fn(latent)`` runs, above the start, in buffers of latent's size.
+
+    Meaningful only in a process started with a fixed MALLOC_MMAP_THRESHOLD_ (see module doc).
+    """
+    Path("/proc/self/clear_refs").write_text("5")   # VmHWM := current RSS
+    before = _rss_kib("VmRSS")
+    fn(latent)
+    return (_rss_kib("VmHWM") - before) * 1024 / (latent.numel() * latent.element_size())
+
+
+def sampler_buffers(sampler: str, shape) -> float:
+    """Extra latent-sized buffers of a whole KSAMPLER run: the sampler's own state and
+    temporaries, plus what every sampler pays here (KSAMPLER's zero latent and noise scaling,
+    the trivial model's output)."""
+    noise = _noise(shape)
+    _run(sampler, noise)  # warm-up: one-time allocations (ComfyUI tables, caches)
+    return peak_extra_buffers(lambda x: _run(sampler, x), noise)
+
+
+def _memory_worker(samplers, shapes):
+    print(json.dumps({s: {name: sampler_buffers(s, LATENTS[name]) for name in shapes} for s in samplers}))
+
+
+MEMORY_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TOP_PAD_": "0", "OMP_NUM_THREADS": "1"}
+
+
+def measure_memory(samplers, shapes) -> dict:
+    """{sampler: {latent: buffers}}, measured in a child with a fixed mmap threshold."""
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-m", "bench.cost", "--memory-worker", json.dumps([samplers, shapes])],
+                         env=dict(os.environ, **MEMORY_ENV), cwd=root, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_cost(samplers=None, shapes=tuple(LATENTS), repeats: int = 3, memory: bool = True) -> list[dict]:
+    """One record per (sampler, latent): overhead per step, ratio to dpmpp_2m, buffers, PASS/FAIL."""
+    samplers = tuple(samplers) if samplers is not None else cs.evodiff_variants() + BASELINES
+    buffers = measure_memory(list(samplers), list(shapes)) if memory else {}
+    records = []
+    for name in shapes:
+        times = overhead_per_step(tuple(dict.fromkeys(samplers + ("dpmpp_2m",))), LATENTS[name], repeats)
+        base = times["dpmpp_2m"]
+        for s in samplers:
+            ratio = times[s] / base
+            records.append(dict(sampler=s, latent=name, ms_per_step=1e3 * times[s], ratio_to_dpmpp_2m=ratio,
+                                extra_buffers=buffers.get(s, {}).get(name),
+                                verdict=("PASS" if ratio <= THRESHOLD else "FAIL") if cs.is_evodiff(s) else ""))
+    return records
+
+
+def cost_table(records) -> str:
+    lines = ["| sampler | latent | overhead ms/step | × dpmpp_2m | peak extra buffers | ≤ 2× dpmpp_2m |",
+             "|---|---|---:|---:|---:|---|"]
+    for r in records:
+        buf = "–" if r["extra_buffers"] is None else f"{r['extra_buffers']:.1f}"
+        lines.append(f"| {r['sampler']} | {r['latent']} | {r['ms_per_step']:.2f} | "
+                     f"{r['ratio_to_dpmpp_2m']:.2f} | {buf} | {r['verdict']} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--memory-worker")
+    args = parser.parse_args()
+    if args.memory_worker:
+        torch.set_num_threads(1)
+        _memory_worker(*json.loads(args.memory_worker))

@@ -1,0 +1,61 @@
+"""The benchmark's ComfyUI side: schedules, KSampler's step rules, NFE counting, the exact reference."""
+import pytest
+import torch
+
+from bench import comfy_samplers as cs
+from bench import quality
+from bench.metrics import rms_error
+from bench.problems import noise_for, problem
+
+pytestmark = pytest.mark.comfy
+
+
+def test_sd15_karras_schedule_is_the_golden_one():
+    import golden
+
+    expected = torch.tensor(golden.case("karras_sd15_n10_gmm")["sigmas"], dtype=torch.float64)
+    assert torch.allclose(cs.sigmas_for("euler", "eps", "karras", 10).double(), expected, rtol=1e-6)
+
+
+def test_flow_simple_schedule_is_sd3_shift_3():
+    c = cs.comfyui()
+    assert isinstance(cs.model_sampling("flow"), c.model_sampling.CONST)
+    assert isinstance(cs.model_sampling("eps"), c.model_sampling.EPS)
+    t = torch.tensor([1.0, 0.8, 0.6, 0.4, 0.2])
+    expected = torch.cat([3 * t / (1 + 2 * t), torch.zeros(1)])
+    assert torch.allclose(cs.sigmas_for("euler", "flow", "simple", 5), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("sampler", ["euler", "dpmpp_2m", "uni_pc", "uni_pc_bh2"])
+@pytest.mark.parametrize("family, scheduler", quality.SCHEDULES)
+def test_sigmas_equal_what_comfyui_ksampler_computes(sampler, family, scheduler):
+    c = cs.comfyui()
+    ksampler = c.samplers.KSampler(cs._ModelPatcherStandIn(cs.model_sampling(family)), steps=8, device="cpu",
+                                   sampler=sampler, scheduler=scheduler)
+    assert torch.equal(cs.sigmas_for(sampler, family, scheduler, 8), ksampler.sigmas)
+
+
+def test_nfe_is_measured():
+    assert cs.steps_for_nfe("euler", "eps", "karras", 8) == (8, 8)
+    assert cs.steps_for_nfe("heun", "eps", "karras", 6) == (3, 5)   # 2 calls per step, 1 on the last
+    assert cs.steps_for_nfe("uni_pc", "flow", "simple", 8) == (8, 8)
+    calls = cs.run_sampler("heun", "eps", "karras", 4, lambda x, s: 0.5 * x, torch.ones(1, 1, 2, 2)).nfe
+    assert calls == 7
+
+
+def test_every_core_variant_is_benchmarked():
+    from evodiff_core import VARIANTS
+
+    assert [s.split(":")[1] for s in cs.all_samplers() if cs.is_evodiff(s)] == list(VARIANTS)
+    assert set(cs.BUILTIN_SAMPLERS) <= set(cs.all_samplers())
+
+
+@pytest.mark.parametrize("cell", [quality.CELLS[0], quality.CELLS[2]], ids=lambda c: c.name)
+def test_a_builtin_sampler_converges_to_the_exact_solution(cell):
+    prob = problem(cell.problem)
+    ref = quality.reference(cell, (7,), 16, 100)
+    noise = noise_for(prob, (7,), 16)
+    coarse, fine = (cs.run_sampler("dpmpp_2m", cell.family, cell.scheduler, steps, prob.denoiser(cell.family), noise)
+                    for steps in (10, 200))
+    assert ref.refinement_rms < 1e-3
+    assert rms_error(fine.x, ref.x) < 0.02 < rms_error(coarse.x, ref.x)
