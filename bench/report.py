@@ -121,6 +121,24 @@ def ranks(records, metrics=("excess_fd", "rms"), nfes=q.NFES_MATRIX) -> str:
     return "\n".join(lines)
 
 
+def cell_tables(records, cell) -> list[str]:
+    """One cell's tables by NFE: RMS, excess FD, and component changes (mixture) or the FDs to
+    the converged solution and to the data (learned model)."""
+    where = {"cell": cell}
+    problem = next(r["problem"] for r in records if r["cell"] == cell)
+    exact = "exact" if problem == "mixture" else "converged"
+    by_nfe = lambda metric: q.table(records, metric, columns="nfe_target", where=where) + "\n"  # noqa: E731
+    out = [f"RMS error against the {exact} ODE solution:\n\n" + by_nfe("rms"),
+           "Excess FD:\n\n" + by_nfe("excess_fd")]
+    if problem == "mixture":
+        out.append(f"Samples (of {records[0]['n_samples']}) ending in another mixture component than the "
+                   "exact solution:\n\n" + by_nfe("changed"))
+    else:
+        out.append("FD to the converged solution's samples (feature space):\n\n" + by_nfe("fd_converged"))
+        out.append("FD to the data (feature space; includes the model's own error):\n\n" + by_nfe("fd_data"))
+    return out
+
+
 def quality_report(records, nfes_matrix=q.NFES_MATRIX) -> str:
     parts = []
     matrix_nfes = [n for n in nfes_matrix if any(r["nfe_target"] == n for r in records)]
@@ -128,21 +146,8 @@ def quality_report(records, nfes_matrix=q.NFES_MATRIX) -> str:
     for nfe in matrix_nfes:
         parts.append(f"NFE {nfe}:\n\n" + q.table(records, "excess_fd", where={"nfe_target": nfe}) + "\n")
     for cell in dict.fromkeys(r["cell"] for r in records):
-        where = {"cell": cell}
-        problem = next(r["problem"] for r in records if r["cell"] == cell)
-        exact = "exact" if problem == "mixture" else "converged"
         parts.append(f"### {cell}\n")
-        parts.append(f"RMS error against the {exact} ODE solution, by NFE:\n\n"
-                     + q.table(records, "rms", columns="nfe_target", where=where) + "\n")
-        parts.append("Excess FD by NFE:\n\n" + q.table(records, "excess_fd", columns="nfe_target", where=where) + "\n")
-        if problem == "mixture":
-            parts.append("Samples ending in a different mixture component than the exact solution:\n\n"
-                         + q.table(records, "changed", columns="nfe_target", where=where) + "\n")
-        else:
-            parts.append("FD (feature space) to the model solved to convergence:\n\n"
-                         + q.table(records, "fd_converged", columns="nfe_target", where=where) + "\n")
-            parts.append("FD (feature space) to the data:\n\n"
-                         + q.table(records, "fd_data", columns="nfe_target", where=where) + "\n")
+        parts += cell_tables(records, cell)
     return "\n".join(parts)
 
 
@@ -209,20 +214,9 @@ def readme_section(results: dict) -> str:
     out.append(cost_report(cost_records))
     for cell in cells:
         problem = next(r["problem"] for r in records if r["cell"] == cell)
-        exact = "exact" if problem == "mixture" else "converged"
-        where = {"cell": cell}
         out.append(f"<details><summary>{cell}: RMS error, excess FD, "
                    f"{'component changes' if problem == 'mixture' else 'FD to converged / to data'} by NFE</summary>\n")
-        out.append(f"RMS error against the {exact} ODE solution:\n\n" + q.table(records, "rms", columns="nfe_target", where=where) + "\n")
-        out.append("Excess FD:\n\n" + q.table(records, "excess_fd", columns="nfe_target", where=where) + "\n")
-        if problem == "mixture":
-            out.append(f"Samples (of {records[0]['n_samples']}) ending in another mixture component than the exact solution:\n\n"
-                       + q.table(records, "changed", columns="nfe_target", where=where) + "\n")
-        else:
-            out.append("FD to the converged solution's samples (feature space):\n\n"
-                       + q.table(records, "fd_converged", columns="nfe_target", where=where) + "\n")
-            out.append("FD to the data (feature space; includes the model's own error):\n\n"
-                       + q.table(records, "fd_data", columns="nfe_target", where=where) + "\n")
+        out += cell_tables(records, cell)
         out.append("</details>\n")
     out.append("<details><summary>Exact solutions (convergence check) and run-to-run noise</summary>\n")
     out.append(references_table(results["references"]) + "\n")
