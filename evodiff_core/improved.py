@@ -115,13 +115,13 @@ def step_weights(grid: list[float], noise_schedule: str) -> dict[int, StepWeight
 
     Cached per (grid, schedule): a workflow samples the same sigma list run after run, and the
     quadrature (~0.1 ms a step on the host) is then paid once."""
-    return _step_weights(tuple(grid), noise_schedule)
+    return _step_weights(tuple(grid), noise_schedule, *INTERPOLATION[noise_schedule])
 
 
 @lru_cache(maxsize=64)
-def _step_weights(grid: tuple[float, ...], noise_schedule: str) -> dict[int, StepWeights]:
+def _step_weights(grid: tuple[float, ...], noise_schedule: str, variable: str,
+                  last_variable: str) -> dict[int, StepWeights]:
     lam = [log_snr(s, noise_schedule) for s in grid]
-    variable, last_variable = INTERPOLATION[noise_schedule]
     u = [interpolation_variable(v, variable) if math.isfinite(v) else -math.inf for v in lam]
     out = {}
     for i in range(2, len(grid)):

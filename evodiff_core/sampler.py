@@ -18,7 +18,7 @@ except ImportError:  # pragma: no cover - exercised only without tqdm
 log = logging.getLogger(__name__)
 
 DEFAULT_SHIFT = 0.5          # the paper's / reference's μ
-SHIFT_MIN, SHIFT_MAX = 0.0, 2.0  # ζ = sig(|ζ*| − μ): past 2 the step is inflated up to 1/sig(−2) ≈ 8×
+SHIFT_MIN, SHIFT_MAX = 0.0, 2.0  # reference ζ = sig(|ζ*| − μ): past 2 a step grows up to 1/sig(−2) ≈ 8×
 VARIANTS = ("improved", "reference")    # the first one is the default (docs/variants.md)
 _STEPS = {"improved": improved.Steps, "reference": reference.Steps}
 NOISE_SCHEDULES = ("ve", "flow")
