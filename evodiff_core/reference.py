@@ -15,14 +15,18 @@ projection coefficient is 0 (the pseudo-inverse); everywhere else the values are
 """
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
 
 from .schedule import Order2Scalars, Plan, order2_scalars
 
+log = logging.getLogger(__name__)
+
 PROJECTION_CLAMP = 2.0    # every projection / balance ratio is clamped to [-2, 2]
 PROBE_TEMPERATURE = 0.25  # (9): sig(0.25·|r1|)
+RESCALE_WARNING = 0.5     # below this, (F3)'s a = 1 − sqrt(σ_N σ_{N−1}) visibly shrinks the latent
 
 
 def channel_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -178,5 +182,11 @@ class Steps:
     def last(self, j, x, m0, m1):
         g = self.grid
         if self.denoise_to_zero:
+            a = 1.0 - math.sqrt(g[j] * g[j + 1])
+            if a < RESCALE_WARNING:
+                log.warning("EVODiff (reference variant): the last step scales the latent by a = 1 - "
+                            "sqrt(%.4g * %.4g) = %.3f, as the original code does; the result will be "
+                            "off. Use more steps, a schedule that ends at a smaller sigma, or the "
+                            "improved variant.", g[j], g[j + 1], a)
             return final_step_reference(x, m0, m1, g[j], g[j + 1])
         return final_step_handoff(x, m0, m1, g[j - 1], g[j], g[j + 1])

@@ -1,7 +1,6 @@
 """The sampler entry point: ComfyUI / k-diffusion signature around the EVODiff steps."""
 from __future__ import annotations
 
-import logging
 import math
 
 import torch
@@ -15,15 +14,11 @@ except ImportError:  # pragma: no cover - exercised only without tqdm
     def trange(n, disable=None):
         return range(n)
 
-log = logging.getLogger(__name__)
-
 DEFAULT_SHIFT = 0.5          # the paper's / reference's μ
 SHIFT_MIN, SHIFT_MAX = 0.0, 2.0  # reference ζ = sig(|ζ*| − μ): past 2 a step grows up to 1/sig(−2) ≈ 8×
 VARIANTS = ("improved", "reference")    # the first one is the default (docs/variants.md)
 _STEPS = {"improved": improved.Steps, "reference": reference.Steps}
 NOISE_SCHEDULES = ("ve", "flow")
-# Below this the reference's last-step rescale a = 1 − sqrt(σ_N σ_{N−1}) visibly shrinks the latent.
-_REFERENCE_RESCALE_WARNING = 0.5
 
 
 def _check_options(shift, variant, noise_schedule):
@@ -113,20 +108,10 @@ def sample_evodiff(model, x, sigmas, extra_args=None, callback=None, disable=Non
             state, d_new = steps.order2(j, state, m0, m1, lambda x_probe: denoise(x_probe, j + 1))
             m0, m1 = d_new, m0
         else:  # "final"
-            if variant == "reference" and p.denoise_to_zero:
-                _warn_if_rescaled(grid[j], grid[j + 1])
             state = steps.last(j, state, m0, m1)
 
     _raise_if_not_finite(finite_flags, call_grid_steps, state, p, sigma_list)
     return state.view(x.shape).to(x.dtype)
-
-
-def _warn_if_rescaled(sigma, sigma_next):
-    a = 1.0 - math.sqrt(sigma * sigma_next)
-    if a < _REFERENCE_RESCALE_WARNING:
-        log.warning("EVODiff (reference variant): the last step scales the latent by a = 1 - "
-                    "sqrt(%.4g * %.4g) = %.3f, as the original code does; the result will be off. "
-                    "Use more steps or a schedule that ends at a smaller sigma.", sigma, sigma_next, a)
 
 
 def _raise_if_not_finite(finite_flags, call_grid_steps, state, p, sigma_list):

@@ -4,7 +4,6 @@ import json
 import logging
 import sys
 import tomllib
-from pathlib import Path
 
 import pytest
 

@@ -5,7 +5,6 @@ does it (widgets_values in input order, plus the extra 'control after generate' 
 model loaders and text encoders are swapped for the tiny test models before it is executed.
 """
 import json
-from pathlib import Path
 
 import pytest
 
