@@ -16,7 +16,8 @@ Python API (issue 5's matrix: {EPS karras, EPS normal, flow shift 3} x {mixture,
     # each record: sampler, cell, nfe_target, nfe (measured), rms, excess_fd, fd_data,
     # fd_converged, changed, and the split-half noise rms_noise / excess_fd_noise
 
-Sampler names: 'evodiff:<variant>' for every name in evodiff_core.VARIANTS, and ComfyUI's
+Sampler names: 'evodiff:<variant>' for every name in evodiff_core.VARIANTS (append '@shift=0'
+for another shift, e.g. the variance-control ablation in docs/variants.md), and ComfyUI's
 built-ins (bench.comfy_samplers.BUILTIN_SAMPLERS); all_samplers() lists both. A variant's
 options reach sample_evodiff through KSAMPLER extra_options, exactly as in ComfyUI.
 Exact solutions are cached per process, so repeated calls with the same seeds and sizes only

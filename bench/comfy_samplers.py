@@ -78,8 +78,11 @@ def sampler_object(sampler: str, family: str):
         from evodiff_core import sample_evodiff
 
         options = {"noise_schedule": "flow" if family == "flow" else "ve"}
-        if ":" in sampler:  # a bare 'evodiff' gets the core's default variant
-            options["variant"] = sampler.split(":", 1)[1]
+        name, _, shift = sampler.partition("@shift=")   # 'evodiff:improved@shift=0': an ablation
+        if shift:
+            options["shift"] = float(shift)
+        if ":" in name:  # a bare 'evodiff' gets the core's default variant
+            options["variant"] = name.split(":", 1)[1]
         return c.samplers.KSAMPLER(sample_evodiff, options)
     return c.samplers.sampler_object(sampler)
 

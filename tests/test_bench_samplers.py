@@ -50,6 +50,14 @@ def test_every_core_variant_is_benchmarked():
     assert set(cs.BUILTIN_SAMPLERS) <= set(cs.all_samplers())
 
 
+def test_evodiff_sampler_names_carry_variant_and_shift():
+    """'evodiff:<variant>@shift=<mu>' (the ablation in docs/variants.md) reaches the core's options."""
+    assert cs.sampler_object("evodiff:improved@shift=0", "flow").extra_options == {
+        "noise_schedule": "flow", "variant": "improved", "shift": 0.0}
+    assert cs.sampler_object("evodiff:reference", "eps").extra_options == {
+        "noise_schedule": "ve", "variant": "reference"}
+
+
 @pytest.mark.parametrize("cell", [quality.CELLS[0], quality.CELLS[2]], ids=lambda c: c.name)
 def test_a_builtin_sampler_converges_to_the_exact_solution(cell):
     prob = problem(cell.problem)
