@@ -149,42 +149,58 @@ class Workspace:
         self.diff, self.change = self.pair[:, :, 0], self.pair[:, :, 1]
 
 
-def order2_step(x, m0, m1, sw: StepWeights, shift: float, denoise, ws: Workspace):
+def order2_step(x, m0, m1, sw: StepWeights, shift: float, trust_prev, denoise, ws: Workspace):
     """(V3)–(V8): one step σ_{i−1} → σ_i with one model call at the probe point.
 
-    Returns ``(x_i, D_i)``; D_i belongs to the probe point and is reused by the next step.
-    Slopes are kept unscaled: g− = d/Δu_prev with d = m0 − m1, and g+ − g− = ẽ/Δu."""
+    ``trust_prev`` is the previous step's ν ([B, C, 1]), or None where no step has measured the
+    slopes' agreement yet (then the probe is the Euler point). Returns ``(x_i, D_i, ν)``; D_i
+    belongs to the probe point and is reused by the next step. Slopes are kept unscaled:
+    g− = d/Δu_prev with d = m0 − m1, and g+ − g− = ẽ/Δu."""
     x_euler = euler_step(x, m0, sw.sigma_prev, sw.sigma)
     if not math.isfinite(sw.du_prev):
         # m1 is the output at pure noise (flow σ = 1): no backward slope, so the step is the
         # Euler probe corrected with the slope through it (Heun-like, still one call).
         d_new = denoise(x_euler)
-        return torch.add(x_euler, d_new - m0, alpha=sw.a1 / sw.du), d_new
+        return torch.add(x_euler, d_new - m0, alpha=sw.a1 / sw.du), d_new, None
     q = sw.du / sw.du_prev
-    # (V3) probe along the backward slope: x̃ = x_E + a1·g−
     diff = torch.sub(m0, m1, out=ws.diff)
-    d_new = denoise(torch.add(x_euler, diff, alpha=sw.a1 / sw.du_prev))
+    # (V3) probe x̃ = x_E + a1·θ·g−, θ = the previous step's trust (0 before any was measured)
+    if trust_prev is None:
+        d_new = denoise(x_euler)
+    else:
+        d_new = denoise(torch.addcmul(x_euler, trust_prev, diff, value=sw.a1 / sw.du_prev))
     # (V4) slope change ẽ = Δu·(g+ − g−) = D_i − (m0 + q·d): D_i minus its linear prediction
     change = torch.sub(d_new, m0, out=ws.change).sub_(diff, alpha=q)
     gram = ws.pair @ ws.pair.transpose(-1, -2)
     dd, dc, cc = gram[..., 0, :1], gram[..., 0, 1:], gram[..., 1, 1:]
     tiny = torch.finfo(gram.dtype).tiny
     # (V5) η_var = −⟨g−, g+ − g−⟩/‖g+ − g−‖² = −q·⟨d,ẽ⟩/⟨ẽ,ẽ⟩; 0 where ẽ = 0 (the slopes agree)
-    eta_var = (dc / cc.clamp_min(tiny)).mul_(-q).clamp_(0.0, 1.0)
-    # (V6) δ = ‖g+ − g−‖/(‖g−‖ + ‖g+‖) = ‖ẽ‖/(q·‖d‖ + ‖q·d + ẽ‖)
-    g_plus_norm = (dd * (q * q)).add_(dc, alpha=2 * q).add_(cc).clamp_min_(0).sqrt_()
-    disagreement = cc.sqrt().div_(dd.sqrt().mul_(q).add_(g_plus_norm).clamp_min_(tiny))
-    nu = disagreement.mul_(shift).add_(1).reciprocal_()
-    # (V7) η = ν·η_quad + (1 − ν)·η_var;  (V8) x_i = x_E + a1·ν·g− + (a1·ν·η/Δu)·ẽ
-    eta = eta_var.sub_(sw.eta_quad).mul_(1 - nu).add_(sw.eta_quad)
-    x_next = x_euler.addcmul_(nu, diff, value=sw.a1 / sw.du_prev)
-    return x_next.addcmul_(nu * eta, change, value=sw.a1 / sw.du), d_new
+    eta_var = (dc / cc.clamp_min(tiny)) * -q
+    eta_var = eta_var.clamp(0.0, 1.0)
+    # (V6) δ = ‖g+ − g−‖/(‖g−‖ + ‖g+‖) = ‖ẽ‖/(q·‖d‖ + ‖q·d + ẽ‖) ∈ [0, 1], ν = (1 − δ)^μ
+    g_plus_norm = ((q * q) * dd + (2 * q) * dc + cc).clamp_min(0).sqrt()
+    disagreement = cc.sqrt() / (q * dd.sqrt() + g_plus_norm).clamp_min(tiny)
+    trust = (1 - disagreement).clamp(0.0, 1.0).pow(shift)
+    # (V7) η = ν·η_quad + (1 − ν)·η_var
+    eta = trust * sw.eta_quad + (1 - trust) * eta_var
+    # (V8) x_i = x̃ + ν·(x_C − x̃), x_C = x_E + a1·((1 − η)·g− + η·g+):
+    #      on d: a1/Δu_prev·(θ + ν(1 − θ));  on ẽ: a1/Δu·ν·η
+    theta = 0.0 if trust_prev is None else trust_prev
+    on_diff = theta + trust * (1 - theta)
+    x_next = x_euler.addcmul_(on_diff, diff, value=sw.a1 / sw.du_prev)
+    return x_next.addcmul_(trust * eta, change, value=sw.a1 / sw.du), d_new, trust
 
 
-def last_step(x, m0, m1, sw: StepWeights) -> torch.Tensor:
-    """(V9): the last solver step, no model call (ends in D(x_N, σ_N) or hands x_N over)."""
-    w1, w0 = sw.last
-    return (x * (sw.sigma / sw.sigma_prev)).add_(m1, alpha=w1).add_(m0, alpha=w0)
+def last_step(x, m0, m1, sw: StepWeights, trust_prev) -> torch.Tensor:
+    """(V9): the last solver step, no model call (ends in D(x_N, σ_N) or hands x_N over).
+
+    x_N = x_E + ν·(x_V9 − x_E), x_V9 = ρ·x + W_1·m1 + W_0·m0; as W_1 + W_0 = 1 − ρ the
+    difference is W_1·(m1 − m0). ν = the last measured trust; Euler where none was measured."""
+    x_euler = euler_step(x, m0, sw.sigma_prev, sw.sigma)
+    if trust_prev is None:
+        return x_euler
+    w1 = sw.last[0]
+    return x_euler.addcmul_(trust_prev, m1 - m0, value=w1)
 
 
 class Steps:
@@ -194,12 +210,15 @@ class Steps:
         self.weights = step_weights(plan.grid, noise_schedule)
         self.shift = shift
         self.workspace = None
+        self.trust = None   # ν of the last order-2 step, [B, C, 1]; None until one is measured
 
     def order2(self, j, x, m0, m1, denoise):
         """Grid step σ_j → σ_{j+1}."""
         if self.workspace is None:
             self.workspace = Workspace(x)
-        return order2_step(x, m0, m1, self.weights[j + 1], self.shift, denoise, self.workspace)
+        x_next, d_new, self.trust = order2_step(x, m0, m1, self.weights[j + 1], self.shift, self.trust,
+                                                denoise, self.workspace)
+        return x_next, d_new
 
     def last(self, j, x, m0, m1):
-        return last_step(x, m0, m1, self.weights[j + 1])
+        return last_step(x, m0, m1, self.weights[j + 1], self.trust)

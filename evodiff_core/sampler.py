@@ -41,7 +41,7 @@ def sample_evodiff(model, x, sigmas, extra_args=None, callback=None, disable=Non
     non-increasing. Returns the state at ``sigmas[-1]`` (the clean sample when it is 0).
 
     * ``shift``: EVODiff's variance shift μ: the reference's ζ = sig(|ζ*| − μ) (spec §3.2 (20));
-      in the improved variant the damping ν = 1/(1 + μ·δ) of (V6). It is not the timestep shift
+      in the improved variant the exponent of the trust ν = (1 − δ)^μ of (V6). It is not the timestep shift
       of flow models (ModelSamplingSD3/Flux).
     * ``variant``: one of :data:`VARIANTS`. ``"reference"`` reproduces the official code;
       ``"improved"`` (the default) is its consistent, schedule-aware form (docs/variants.md).
@@ -59,7 +59,8 @@ def sample_evodiff(model, x, sigmas, extra_args=None, callback=None, disable=Non
       solver step is one Euler (DDIM) step, followed by D(x, σ) if the list ends in 0.
     * Any rank ≥ 2 (inner products per sample and channel over every later dim), any batch
       (samples independent), fp16/bf16 models (arithmetic in float32, float64 for float64 x;
-      the output has x's dtype). A model that returns NaN/inf raises, naming the step and sigma.
+      the output has x's dtype). A model that returns NaN/inf raises, naming the step and sigma;
+      a sampler state that diverges first raises saying so.
     """
     _check_options(shift, variant, noise_schedule)
     if x.dim() < 2:
@@ -72,15 +73,18 @@ def sample_evodiff(model, x, sigmas, extra_args=None, callback=None, disable=Non
     sigmas = sigmas.to(device=x.device, dtype=torch.promote_types(sigmas.dtype, torch.float32))
     s_in = sigmas.new_ones([x.shape[0]])
     flat = (x.shape[0], x.shape[1], -1)   # [B, C, L]: every dim after the channel flattened
-    finite_flags = []   # one device bool per model call: read once, at the end (no sync per step)
+    # one pair of device bools per model call (its input, its output): read once, at the end
+    finite_flags = []
     call_grid_steps = []
 
     def denoise(x_state, j):
         """D(x, σ_j) for grid index j, as [B, C, L] in the working dtype; the model sees x's
         own shape and dtype."""
-        out = model(x_state.view(x.shape).to(x.dtype), sigmas[p.grid_index[j]] * s_in, **extra_args)
+        x_model = x_state.view(x.shape).to(x.dtype)
+        out = model(x_model, sigmas[p.grid_index[j]] * s_in, **extra_args)
         out = out.to(work_dtype).reshape(flat)
-        finite_flags.append(torch.isfinite(out.sum()))  # a NaN/inf anywhere makes the sum NaN/inf
+        # a NaN/inf anywhere makes the sum NaN/inf; the input says whether the sampler broke first
+        finite_flags.append(torch.stack([torch.isfinite(x_model.sum()), torch.isfinite(out.sum())]))
         call_grid_steps.append(j)
         return out
 
@@ -110,25 +114,35 @@ def sample_evodiff(model, x, sigmas, extra_args=None, callback=None, disable=Non
         else:  # "final"
             state = steps.last(j, state, m0, m1)
 
-    _raise_if_not_finite(finite_flags, call_grid_steps, state, p, sigma_list)
-    return state.view(x.shape).to(x.dtype)
+    finish = getattr(steps, "finish", None)
+    if finish is not None:
+        finish(state)
+    result = state.view(x.shape).to(x.dtype)
+    _raise_if_not_finite(finite_flags, call_grid_steps, result, p, sigma_list, variant)
+    return result
 
 
-def _raise_if_not_finite(finite_flags, call_grid_steps, state, p, sigma_list):
-    """One device→host read for the whole call: were all model outputs and the result finite?"""
-    flags = torch.stack(finite_flags + [torch.isfinite(state.sum())]).tolist()
-    if all(flags):
+def _raise_if_not_finite(finite_flags, call_grid_steps, result, p, sigma_list, variant):
+    """One device→host read for the whole call: were every model input and output, and the
+    result (in the latent's dtype), finite? The first non-finite one says who broke."""
+    flags = torch.stack(finite_flags).tolist() if finite_flags else []
+    result_ok = bool(torch.isfinite(result.sum()))
+    if all(a and b for a, b in flags) and result_ok:
         return
-    for call, ok in enumerate(flags[:-1]):
-        if not ok:
-            j = call_grid_steps[call]
-            k = p.grid_index[j]
+    fix = ("Use more steps or a lower cfg" + ("" if variant == VARIANTS[0] else
+                                               f", or the default '{VARIANTS[0]}' variant") + ".")
+    for call, (input_ok, output_ok) in enumerate(flags):
+        k = p.grid_index[call_grid_steps[call]]
+        where = f"model call {call + 1} of {p.nfe} (step {k}, sigma = {sigma_list[k]:.6g})"
+        if not input_ok:
             raise FloatingPointError(
-                f"EVODiff: the model returned NaN/inf at model call {call + 1} of {p.nfe} (step {k}, "
-                f"sigma = {sigma_list[k]:.6g}). The sampler cannot recover from that. Common causes: "
-                "an fp16 model overflowing (try bf16/fp32, or --force-upcast-attention), a too high cfg, "
-                "or a broken LoRA/patch.")
+                f"EVODiff: the sampler state diverged (NaN/inf, or beyond the latent's dtype) before "
+                f"{where}; every model output until then was finite. {fix}")
+        if not output_ok:
+            raise FloatingPointError(
+                f"EVODiff: the model returned NaN/inf at {where}. The sampler cannot recover from "
+                "that. Common causes: an fp16 model overflowing (try bf16/fp32, or "
+                "--force-upcast-attention), a too high cfg, or a broken LoRA/patch.")
     raise FloatingPointError(
-        "EVODiff: the sampler state became NaN/inf although every model output was finite; "
-        f"the sigma list {sigma_list} is likely outside what the solver can handle. "
-        "Please report it with the scheduler settings.")
+        "EVODiff: the sampler's result is NaN/inf (or beyond the latent's dtype) although every "
+        f"model input and output was finite, in its last step (sigma = {sigma_list[-1]:.6g}). {fix}")
