@@ -208,3 +208,28 @@ def test_beats_dpmpp_2m_on_small_analytic_cell(nfe, k_sampling):
     ours = rms(sample_evodiff(model_of(gmm.denoise_ve), x, sigmas, variant="improved"), exact)
     theirs = rms(k_sampling.sample_dpmpp_2m(model_of(gmm.denoise_ve), x, sigmas, disable=True), exact)
     assert ours < 0.9 * theirs, (ours, theirs)
+
+
+def test_linear_amplification():
+    """docs/variants.md §6: on D = s·x with a guidance-like negative slope the full-trust step
+    (μ = 0) is unstable where Euler is not; the trust rule measures the alternating slopes and
+    falls back to Euler's error exactly, while for s > 0 it keeps its second-order accuracy."""
+    from bench import stability
+
+    assert stability.full_trust_radius(-1.0, 1.6) > 1.0 > stability.euler_factor(-1.0, 1.6)
+    assert stability.full_trust_radius(-0.5, 1.0) > stability.dpmpp_2m_radius(-0.5, 1.0) > stability.euler_factor(-0.5, 1.0)
+    x = noise(2) * 10.0
+    h = 1.6
+    sigmas = torch.tensor([10 * math.exp(-k * h) for k in range(9)], **F64)
+    for slope in (-1.0, 0.5):
+        exact = x * math.exp((slope - 1) * h * 8)
+        model = lambda x, sigma, **_: slope * x  # noqa: E731
+        euler = x.clone()
+        for s, s_next in zip(sigmas[:-1].tolist(), sigmas[1:].tolist()):
+            euler = torch.lerp(slope * euler, euler, s_next / s)
+        errors = {mu: rms(sample_evodiff(model, x, sigmas, shift=mu, disable=True), exact) for mu in (0.0, 0.5)}
+        euler_error = rms(euler, exact)
+        if slope < 0:   # measured: μ = 0 282× Euler's error, μ = 0.5 equal to it to 1e-7
+            assert errors[0.0] > 50 * euler_error and errors[0.5] == pytest.approx(euler_error, rel=1e-4)
+        else:           # measured: 6× below Euler's
+            assert errors[0.5] < euler_error / 3
