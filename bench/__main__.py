@@ -15,6 +15,7 @@ from . import cost, quality, report
 
 ROOT = Path(__file__).resolve().parent.parent
 README_FIGURE = ROOT / "docs" / "benchmark.png"
+DOCS_TABLES = ROOT / "docs" / "benchmark.md"   # the full tables the README links to
 
 # quick: a smoke-level run of every sampler and cell in under 2 minutes on 2 shared cores
 QUICK = dict(nfes=quality.NFES_MATRIX, n_samples=512, ode_steps=100, cost_repeats=2)
@@ -78,6 +79,10 @@ def main(argv=None) -> int:
     report.plot(records, args.out / "benchmark.png")
     if args.full and not args.samplers and seed == 0:
         report.plot(records, README_FIGURE)  # the README's figure comes from exactly this run
+        results = json.loads((args.out / "results.json").read_text())
+        DOCS_TABLES.write_text("# Benchmark: quality per NFE and cost per step (unguided cells)\n\n"
+                               "Written by `scripts/bench --full`; the guided and wide-range cells are in "
+                               "[stress.md](stress.md).\n\n" + report.readme_section(results))
     if cost_records:
         print("\n" + report.cost_report(cost_records))
     print(report.verdicts(records, "excess_fd"))

@@ -1,23 +1,40 @@
 """The ComfyUI side of the benchmark: real schedules, real samplers, a counting model wrapper.
 
 Nothing here re-implements ComfyUI. Schedules come from ``comfy.samplers.calculate_sigmas`` on
-real ``comfy.model_sampling`` objects built the way ComfyUI builds them for SD1.5 (EPS) and SD3
-(CONST, shift 3); samplers are ``comfy.samplers.sampler_object(name)`` objects run through
-``KSAMPLER.sample`` (noise scaling, ``KSamplerX0Inpaint``, inverse scaling included), and the
-step counts follow ``KSampler.calculate_sigmas`` (penultimate sigma dropped for uni_pc).
+real ``comfy.model_sampling`` objects built the way ComfyUI builds them (see ``FAMILIES``);
+samplers are ``comfy.samplers.sampler_object(name)`` objects run through ``KSAMPLER.sample``
+(noise scaling, ``KSamplerX0Inpaint``, inverse scaling included), and the step counts follow
+``KSampler.calculate_sigmas`` (penultimate sigma dropped for uni_pc). The bare name "evodiff" is
+the function this pack registers for KSampler, wrapped in KSAMPLER as ``ksampler("evodiff")`` does.
 """
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
+import re
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
 
-from tools.comfyui_runtime import prepare_comfyui
+from tools.comfyui_runtime import PACK_DIR, prepare_comfyui
 
 BUILTIN_SAMPLERS = ("euler", "heun", "dpmpp_2m", "deis", "ipndm", "res_multistep",
                     "gradient_estimation", "uni_pc", "uni_pc_bh2")
 EVODIFF_PREFIX = "evodiff"
+# Deterministic (ODE) samplers of ComfyUI beyond BUILTIN_SAMPLERS, used where the running ComfyUI
+# has them. Left out on purpose: ancestral/SDE/stochastic ones (they draw noise), *_cfg_pp (they
+# need CFGGuider's post-CFG hook), ddim (KSampler runs euler for it), dpm_adaptive (NFE not set).
+EXTRA_DETERMINISTIC = ("heunpp2", "dpm_2", "lms", "ipndm_v", "dpm_fast", "exp_heun_2_x0")
+# Model families (the key of every schedule): what ComfyUI builds for each, in model_sampling().
+FAMILIES = {
+    "eps": "SD1.5 EPS (ModelSamplingDiscrete, scaled-linear betas)",
+    "edm": "EDM VE, sigma 80 -> 0.002, sigma_data 0.5 (ModelSamplingContinuousEDM, as for Cosmos T2V)",
+    "flow": "SD3 flow (CONST, ModelSamplingDiscreteFlow), shift 3 from SD3's sampling_settings",
+    "flow<shift>": "the SD3 flow model re-shifted as the ModelSamplingSD3 node does, e.g. flow1, flow6",
+}
+_FLOW_SHIFT = re.compile(r"flow(\d+(?:\.\d+)?)")
 
 
 @lru_cache(maxsize=None)
@@ -33,17 +50,39 @@ def comfyui():
     return comfy
 
 
+def is_flow(family: str) -> bool:
+    """Flow families use x = (1 - sigma) x0 + sigma eps; the others x = x0 + sigma eps."""
+    return family == "flow" or _FLOW_SHIFT.fullmatch(family) is not None
+
+
+def convention(family: str) -> str:
+    """The noise convention a family's denoiser speaks: "flow" or "eps" (VE, also for edm)."""
+    return "flow" if is_flow(family) else "eps"
+
+
 @lru_cache(maxsize=None)
 def model_sampling(family: str):
-    """The real model_sampling object ComfyUI makes for an SD1.5 (eps) or SD3 (flow) checkpoint."""
+    """The real model_sampling object ComfyUI makes for the family (see FAMILIES)."""
     c = comfyui()
+    types = c.model_base.ModelType
     if family == "eps":
         config = c.supported_models.SD15({"model_channels": 320, "context_dim": 768})
-        return c.model_base.model_sampling(config, c.model_base.ModelType.EPS)
+        return c.model_base.model_sampling(config, types.EPS)
+    if family == "edm":
+        # sampling_settings sigma_data 0.5, sigma_max 80, sigma_min 0.002; CosmosVideo is ModelType.EDM
+        config = c.supported_models.CosmosT2V({"image_model": "cosmos", "in_channels": 16})
+        return c.model_base.model_sampling(config, types.EDM)
     if family == "flow":
         config = c.supported_models.SD3({"in_channels": 16})  # sampling_settings: shift 3.0
-        return c.model_base.model_sampling(config, c.model_base.ModelType.FLOW)
-    raise ValueError(f"unknown family {family!r}")
+        return c.model_base.model_sampling(config, types.FLOW)
+    shift = _FLOW_SHIFT.fullmatch(family)
+    if shift:
+        # what ModelSamplingSD3.patch does: a fresh model_sampling, then set_parameters(shift=...)
+        config = c.supported_models.SD3({"in_channels": 16})
+        ms = c.model_base.model_sampling(config, types.FLOW)
+        ms.set_parameters(shift=float(shift.group(1)), multiplier=1000)
+        return ms
+    raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
 
 
 def is_evodiff(sampler: str) -> bool:
@@ -61,6 +100,29 @@ def all_samplers() -> tuple[str, ...]:
     return evodiff_variants() + BUILTIN_SAMPLERS
 
 
+def extra_deterministic_samplers() -> tuple[str, ...]:
+    """The EXTRA_DETERMINISTIC names the running ComfyUI offers."""
+    names = comfyui().samplers.SAMPLER_NAMES
+    return tuple(s for s in EXTRA_DETERMINISTIC if s in names)
+
+
+@lru_cache(maxsize=None)
+def pack_sampler_function():
+    """The function this pack registers as KSampler's "evodiff" (nodes/sampler_function.py).
+
+    The pack's modules import ``..evodiff_core``, so they need the repository as a package. It is
+    made here without running the pack's __init__ (whose registration would put this copy into
+    ComfyUI's global sampler table for the rest of the process, under the test harness's feet).
+    """
+    comfyui()
+    name = "evodiff_bench_pack"
+    if name not in sys.modules:
+        spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
+        spec.submodule_search_locations = [str(PACK_DIR)]
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+    return importlib.import_module(f"{name}.nodes.sampler_function").sample_evodiff
+
+
 def sigmas_for(sampler: str, family: str, scheduler: str, steps: int) -> torch.Tensor:
     """The sigma list KSampler would hand this sampler for ``steps`` steps."""
     c = comfyui()
@@ -72,16 +134,22 @@ def sigmas_for(sampler: str, family: str, scheduler: str, steps: int) -> torch.T
 
 
 def sampler_object(sampler: str, family: str):
-    """A real comfy.samplers.KSAMPLER for a built-in name or 'evodiff:<variant>'."""
+    """A real comfy.samplers.KSAMPLER for a built-in name, 'evodiff' or 'evodiff:<variant>'.
+
+    'evodiff' is the pack's KSampler registration (it detects the noise schedule from the model);
+    'evodiff:<variant>[@shift=x]' runs the core directly with those options.
+    """
     c = comfyui()
+    if sampler == EVODIFF_PREFIX:  # what comfy.samplers.ksampler("evodiff") builds once registered
+        return c.samplers.KSAMPLER(pack_sampler_function())
     if is_evodiff(sampler):
         from evodiff_core import sample_evodiff
 
-        options = {"noise_schedule": "flow" if family == "flow" else "ve"}
+        options = {"noise_schedule": "flow" if is_flow(family) else "ve"}
         name, _, shift = sampler.partition("@shift=")   # 'evodiff:improved@shift=0': an ablation
         if shift:
             options["shift"] = float(shift)
-        if ":" in name:  # a bare 'evodiff' gets the core's default variant
+        if ":" in name:  # 'evodiff@shift=x' keeps the core's default variant
             options["variant"] = name.split(":", 1)[1]
         return c.samplers.KSAMPLER(sample_evodiff, options)
     return c.samplers.sampler_object(sampler)

@@ -5,9 +5,12 @@
   variance overall. Its posterior-mean denoiser is exact, so every error is solver error.
 * ``digits``: the learned EDM denoiser of ``bench.learned`` on 8x8 digits; here the "exact"
   answer is the same model solved to convergence, and model error shows against the data.
+* ``mixture-cfg`` / ``digits-cfg``: class-conditional versions for classifier-free guidance
+  (``guided_denoiser(family, labels, cfg)``); the mixture's classes are groups of its components,
+  so D_c and D_u are both exact; the digits one is ``bench.learned``'s label-dropout denoiser.
 
-A denoiser is given in ComfyUI's sigma convention for the family: ``eps`` means
-x = x0 + sigma * eps, ``flow`` means x = (1 - sigma) * x0 + sigma * eps.
+A denoiser is given in ComfyUI's sigma convention for the family: ``eps`` (and ``edm``) means
+x = x0 + sigma * eps, ``flow`` (any shift) means x = (1 - sigma) * x0 + sigma * eps.
 """
 from __future__ import annotations
 
@@ -15,14 +18,18 @@ from functools import lru_cache
 
 import torch
 
-from tools.analytic import GaussianMixture, probability_flow_ode_flow, probability_flow_ode_ve
+from tools.analytic import (ClassConditionalMixture, GaussianMixture, probability_flow_ode_flow,
+                            probability_flow_ode_ve)
 
 from . import learned
+from .comfy_samplers import convention, is_flow
 from .metrics import FrechetTarget, moments
 
 # The ODE is integrated to this sigma (t for flow), then the denoiser gives the sigma = 0 limit;
 # the difference D(x(s), s) - x(0) is O(s^2 / smallest variance), far below every error reported.
 ODE_STOP = 1e-4
+# Labels of a guided problem come from seed + this, so they are independent of the noise.
+LABEL_SEED_OFFSET = 7_000_003
 
 
 class MixtureProblem:
@@ -42,7 +49,7 @@ class MixtureProblem:
         self.data_target = FrechetTarget(*self.mixture.moments())
 
     def denoiser(self, family: str):
-        return self.mixture.denoise_flow if family == "flow" else self.mixture.denoise_ve
+        return self.mixture.denoise_flow if is_flow(family) else self.mixture.denoise_ve
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return x.flatten(1)
@@ -61,7 +68,7 @@ class DigitsProblem:
         self.data_target = FrechetTarget(*moments(self.features(data)))
 
     def denoiser(self, family: str):
-        net = self.net.denoise_flow if family == "flow" else self.net.denoise_ve
+        net = self.net.denoise_flow if is_flow(family) else self.net.denoise_ve
         return torch.no_grad()(net)
 
     @torch.no_grad()
@@ -72,9 +79,56 @@ class DigitsProblem:
         return None
 
 
+class GuidedMixtureProblem(MixtureProblem):
+    """The mixture with its components split into classes (component k is in class k mod 5)."""
+    name = "mixture-cfg"
+    n_classes = 5
+
+    def __init__(self):
+        super().__init__()
+        classes = torch.arange(len(self.mixture.weights)) % self.n_classes
+        self.conditional = ClassConditionalMixture(self.mixture, classes)
+
+    def draw_labels(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        return self.conditional.sample_labels(n, generator)
+
+    def guided_denoiser(self, family: str, labels: torch.Tensor, cfg: float):
+        """fn(x, sigma) = D_u + cfg (D_c - D_u), exact; row b is conditioned on labels[b]."""
+        denoise = self.conditional.denoise_flow if is_flow(family) else self.conditional.denoise_ve
+        return lambda x, sigma: denoise(x, sigma, labels, cfg)
+
+
+class GuidedDigitsProblem(DigitsProblem):
+    """The digits with ``bench.learned``'s class-conditional (label-dropout) denoiser."""
+    name = "digits-cfg"
+
+    def __init__(self):
+        if not learned.CONDITIONAL_FILE.is_file():
+            raise FileNotFoundError(
+                f"the digits-cfg cells need the class-conditional digits denoiser {learned.CONDITIONAL_FILE}; "
+                "train it with `python -m bench.learned --conditional`")
+        super().__init__()
+
+    def draw_labels(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        return torch.randint(learned.CLASSES, (n,), generator=generator)
+
+    def guided_denoiser(self, family: str, labels: torch.Tensor, cfg: float):
+        return learned.guided_denoiser(convention(family), labels, cfg)
+
+
+PROBLEMS = {p.name: p for p in (MixtureProblem, DigitsProblem, GuidedMixtureProblem, GuidedDigitsProblem)}
+
+
 @lru_cache(maxsize=None)
 def problem(name: str):
-    return {"mixture": MixtureProblem, "digits": DigitsProblem}[name]()
+    return PROBLEMS[name]()
+
+
+def labels_for(prob, seeds: tuple[int, ...], n_per_seed: int) -> torch.Tensor:
+    """Class labels [N] for a guided problem, one block per seed, aligned with noise_for's samples."""
+    blocks = [prob.draw_labels(n_per_seed, torch.Generator().manual_seed(LABEL_SEED_OFFSET + seed))
+              for seed in seeds]
+    return torch.cat(blocks)
 
 
 def noise_for(prob, seeds: tuple[int, ...], n_per_seed: int) -> torch.Tensor:
@@ -85,10 +139,13 @@ def noise_for(prob, seeds: tuple[int, ...], n_per_seed: int) -> torch.Tensor:
 
 
 def exact_solution(prob, family: str, x_start: torch.Tensor, sigma_start: float,
-                   steps: int) -> torch.Tensor:
-    """x(0) of the probability-flow ODE from x_start at sigma_start (RK4 in log sigma or log t)."""
-    denoise = prob.denoiser(family)
-    solve = probability_flow_ode_flow if family == "flow" else probability_flow_ode_ve
+                   steps: int, denoise=None) -> torch.Tensor:
+    """x(0) of the probability-flow ODE from x_start at sigma_start (RK4 in log sigma or log t).
+
+    ``denoise``: another denoiser than the problem's own (a guided one), same convention.
+    """
+    denoise = denoise or prob.denoiser(family)
+    solve = probability_flow_ode_flow if is_flow(family) else probability_flow_ode_ve
     with torch.no_grad():
         x_stop = solve(denoise, x_start, sigma_start, ODE_STOP, steps)
         return denoise(x_stop, torch.full((x_stop.shape[0],), ODE_STOP, dtype=x_stop.dtype))

@@ -201,7 +201,7 @@ def readme_section(results: dict) -> str:
     cells = list(dict.fromkeys(r["cell"] for r in records))
     out = [results["header"],
            "![RMS error against the exact (mixture) or converged (digits) ODE solution, by NFE]"
-           "(docs/benchmark.png)\n",
+           "(benchmark.png)\n",
            "#### Where EVODiff wins and loses, by NFE (automatic; a difference counts when it exceeds "
            "twice the combined split-half noise; NFEs not listed are ties)\n",
            verdicts(records, "excess_fd") + "\n", verdicts(records, "rms") + "\n",

@@ -37,18 +37,35 @@ class GaussianMixture:
     def event_shape(self):
         return tuple(self.means.shape[1:])
 
-    def log_responsibilities(self, x: torch.Tensor, sigma: torch.Tensor, alpha=1.0) -> torch.Tensor:
-        """[B, K] log posterior weight of each component given x = alpha * x0 + sigma * eps."""
+    def log_responsibilities(self, x: torch.Tensor, sigma: torch.Tensor, alpha=1.0,
+                             log_prior: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, K] log posterior weight of each component given x = alpha * x0 + sigma * eps.
+
+        ``log_prior`` ([B, K], optional) replaces log(weights) per sample: a sub-mixture per row
+        (-inf drops a component), as a class-conditional denoiser needs.
+        """
         alpha = _per_sample(alpha, x.dim() + 1)
         var = alpha ** 2 * self.variances.expand_as(self.means).unsqueeze(0) + _per_sample(sigma, x.dim() + 1) ** 2
         diff = x.unsqueeze(1) - alpha * self.means.unsqueeze(0)
         dims = tuple(range(2, diff.dim()))
         log_lik = -0.5 * (torch.log(var).sum(dims) + (diff * diff / var).sum(dims))
-        return torch.log(self.weights).unsqueeze(0) + log_lik
+        prior = torch.log(self.weights).unsqueeze(0) if log_prior is None else log_prior
+        return prior + log_lik
 
-    def denoise(self, x: torch.Tensor, alpha, sigma) -> torch.Tensor:
-        """Exact E[x0 | alpha * x0 + sigma * eps = x]; alpha = 0 (pure noise) gives the data mean."""
-        gamma = torch.softmax(self.log_responsibilities(x, sigma, alpha), dim=1)  # [B, K]
+    def denoise(self, x: torch.Tensor, alpha, sigma, log_prior: torch.Tensor | None = None) -> torch.Tensor:
+        """Exact E[x0 | alpha * x0 + sigma * eps = x]; alpha = 0 (pure noise) gives the data mean.
+
+        ``log_prior``: per-sample component log weights, as in ``log_responsibilities``.
+        """
+        gamma = torch.softmax(self.log_responsibilities(x, sigma, alpha, log_prior), dim=1)  # [B, K]
+        return self.weighted_denoise(x, alpha, sigma, gamma)
+
+    def weighted_denoise(self, x: torch.Tensor, alpha, sigma, gamma: torch.Tensor) -> torch.Tensor:
+        """sum_k gamma[b, k] E[x0 | x, component k]: ``denoise`` for given weights gamma [B, K].
+
+        Any linear combination of posterior means (guidance's D_u + w (D_c - D_u)) is one such
+        sum, so it costs one pass over the components.
+        """
         a = _per_sample(alpha, x.dim() + 1)
         var = self.variances.expand_as(self.means).unsqueeze(0)
         s2 = _per_sample(sigma, x.dim() + 1) ** 2
@@ -84,6 +101,65 @@ class GaussianMixture:
         k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         noise = torch.randn((n, *self.event_shape), generator=generator, dtype=self.means.dtype)
         return self.means[k] + self.variances.expand_as(self.means)[k].sqrt() * noise
+
+
+@dataclass
+class ClassConditionalMixture:
+    """A GaussianMixture whose components are partitioned into classes, for guidance with exact D.
+
+    p(x0 | c) is the sub-mixture of class c's components (their weights renormalised), p(x0) the
+    full mixture, so D_c and D_u are both exact posterior means. The guided denoiser is the one
+    classifier-free guidance forms, D = D_u + cfg (D_c - D_u); at cfg > 1 it is no posterior
+    mean of any distribution, so only an exact ODE solution of it can serve as the reference.
+    """
+
+    mixture: GaussianMixture
+    classes: torch.Tensor          # [K] class index of each component, 0 .. n_classes - 1
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.classes.max()) + 1
+
+    def class_weights(self) -> torch.Tensor:
+        """[C] p(c): the total weight of each class's components."""
+        return torch.zeros(self.n_classes, dtype=self.mixture.weights.dtype).index_add_(
+            0, self.classes, self.mixture.weights)
+
+    def sub_mixture(self, label: int) -> GaussianMixture:
+        """p(x0 | c = label) as a GaussianMixture of its own."""
+        keep = self.classes == label
+        weights = self.mixture.weights[keep]
+        variances = self.mixture.variances.expand_as(self.mixture.means)[keep]
+        return GaussianMixture(self.mixture.means[keep], variances, weights / weights.sum())
+
+    def log_prior(self, labels: torch.Tensor) -> torch.Tensor:
+        """[B, K] log p(k | c = labels[b]): -inf outside the row's class."""
+        inside = self.classes.unsqueeze(0) == torch.as_tensor(labels).reshape(-1, 1)
+        log_w = torch.log(self.mixture.weights).unsqueeze(0).expand(inside.shape)
+        masked = torch.where(inside, log_w, torch.full_like(log_w, -math.inf))
+        return masked - torch.logsumexp(masked, dim=1, keepdim=True)
+
+    def denoise(self, x: torch.Tensor, alpha, sigma, labels: torch.Tensor, cfg: float = 1.0) -> torch.Tensor:
+        """D_u + cfg (D_c - D_u) for x = alpha * x0 + sigma * eps, row b conditioned on labels[b].
+
+        Both means share the likelihoods; only the priors differ, so the guided mean is one
+        weighted sum with weights gamma_u + cfg (gamma_c - gamma_u).
+        """
+        log_u = self.mixture.log_responsibilities(x, sigma, alpha)
+        log_c = log_u - torch.log(self.mixture.weights).unsqueeze(0) + self.log_prior(labels)
+        gamma_u, gamma_c = torch.softmax(log_u, dim=1), torch.softmax(log_c, dim=1)
+        return self.mixture.weighted_denoise(x, alpha, sigma, gamma_u + (gamma_c - gamma_u) * cfg)
+
+    def denoise_ve(self, x, sigma, labels, cfg: float = 1.0) -> torch.Tensor:
+        return self.denoise(x, 1.0, sigma, labels, cfg)
+
+    def denoise_flow(self, x, t, labels, cfg: float = 1.0) -> torch.Tensor:
+        t = torch.as_tensor(t, dtype=x.dtype)
+        return self.denoise(x, 1 - t, t, labels, cfg)
+
+    def sample_labels(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """[n] class labels drawn from p(c), so that guidance at cfg 1 samples the data."""
+        return torch.multinomial(self.class_weights(), n, replacement=True, generator=generator)
 
 
 def linear_gaussian_denoiser(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,171 @@
+"""The stress matrix (bench.stress): guided exact denoisers, the new model samplings, the verdict
+rules on synthetic records, and one tiny real run through KSAMPLER."""
+import importlib
+import math
+
+import pytest
+import torch
+
+from bench import comfy_samplers as cs
+from bench import learned, stress
+from bench.metrics import rms_error
+from bench.problems import GuidedDigitsProblem, labels_for, noise_for, problem
+
+pytestmark = pytest.mark.comfy
+
+
+def _rows(prob, n=12, sigma=1.7):
+    x = 1.5 * noise_for(prob, (3,), n)
+    return x, torch.full((n,), sigma, dtype=torch.float64), labels_for(prob, (3,), n)
+
+
+@pytest.mark.parametrize("family", ["eps", "flow3"])
+def test_guided_mixture_is_exact_class_and_full_posterior_means(family):
+    prob = problem("mixture-cfg")
+    x, sigma, labels = _rows(prob, sigma=1.7 if family == "eps" else 0.6)
+    assert labels.unique().numel() > 1                     # rows really ask for different classes
+    conditional = prob.guided_denoiser(family, labels, 1.0)(x, sigma)
+    unconditional = prob.guided_denoiser(family, labels, 0.0)(x, sigma)
+    method = "denoise_flow" if family == "flow3" else "denoise_ve"
+    for b, label in enumerate(labels.tolist()):            # D_c: the class's own sub-mixture, row by row
+        sub = getattr(prob.conditional.sub_mixture(label), method)(x[b:b + 1], sigma[b:b + 1])
+        assert torch.allclose(conditional[b:b + 1], sub, atol=1e-12)
+    assert torch.allclose(unconditional, getattr(prob.mixture, method)(x, sigma), atol=1e-12)
+    guided = prob.guided_denoiser(family, labels, 4.0)(x, sigma)
+    assert torch.allclose(guided, unconditional + 4.0 * (conditional - unconditional), atol=1e-10)
+    assert (conditional - unconditional).abs().max() > 0.1   # guidance changes something
+
+
+def test_mixture_labels_follow_the_class_weights():
+    prob = problem("mixture-cfg")
+    counts = torch.bincount(labels_for(prob, (0,), 4000), minlength=prob.n_classes).double()
+    assert torch.allclose(counts / 4000, prob.conditional.class_weights(), atol=0.03)
+    assert not torch.equal(labels_for(prob, (0,), 50), labels_for(prob, (1,), 50))
+
+
+def test_edm_model_sampling_runs_80_to_0_002_then_0():
+    c = cs.comfyui()
+    ms = cs.model_sampling("edm")
+    assert isinstance(ms, c.model_sampling.ModelSamplingContinuousEDM) and isinstance(ms, c.model_sampling.EDM)
+    assert ms.sigma_data == 0.5
+    for scheduler in ("karras", "exponential"):
+        sigmas = cs.sigmas_for("euler", "edm", scheduler, 8)
+        assert sigmas[0].item() == pytest.approx(80.0, rel=1e-5)
+        assert sigmas[-2].item() == pytest.approx(0.002, rel=1e-5) and sigmas[-1].item() == 0
+
+
+@pytest.mark.parametrize("shift", [1, 3, 6])
+def test_flow_shifts_start_at_1_and_follow_the_shift(shift):
+    c = cs.comfyui()
+    family = f"flow{shift}"
+    assert isinstance(cs.model_sampling(family), c.model_sampling.CONST) and cs.is_flow(family)
+    t = torch.tensor([1.0, 0.8, 0.6, 0.4, 0.2])
+    expected = torch.cat([shift * t / (1 + (shift - 1) * t), torch.zeros(1)])
+    assert torch.allclose(cs.sigmas_for("euler", family, "simple", 5), expected, atol=1e-6)
+    for scheduler in ("beta", "normal"):
+        assert cs.sigmas_for("euler", family, scheduler, 5)[0].item() == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("family, scheduler", [("edm", "karras"), ("flow6", "beta"), ("flow1", "normal")])
+def test_new_families_give_what_comfyui_ksampler_computes(family, scheduler):
+    c = cs.comfyui()
+    ksampler = c.samplers.KSampler(cs._ModelPatcherStandIn(cs.model_sampling(family)), steps=7, device="cpu",
+                                   sampler="dpmpp_2m", scheduler=scheduler)
+    assert torch.equal(cs.sigmas_for("dpmpp_2m", family, scheduler, 7), ksampler.sigmas)
+
+
+def test_evodiff_is_the_packs_ksampler_function_and_detects_the_schedule():
+    c = cs.comfyui()
+    obj = cs.sampler_object("evodiff", "edm")
+    assert type(obj) is c.samplers.KSAMPLER and obj.extra_options == {}
+    function = obj.sampler_function
+    assert getattr(function, "evodiff_pack", False) and function.__module__.endswith("nodes.sampler_function")
+    detect = importlib.import_module(function.__module__).noise_schedule_for
+    for family, expected in [("edm", "ve"), ("eps", "ve"), ("flow6", "flow")]:
+        model = cs.CountingModel(None, cs.model_sampling(family))
+        assert detect(type("Wrapped", (), {"inner_model": model})()) == expected
+
+
+def test_missing_conditional_digits_weights_are_named(monkeypatch, tmp_path):
+    missing = tmp_path / "digits_cond_edm_denoiser.safetensors"
+    monkeypatch.setattr(learned, "CONDITIONAL_FILE", missing)
+    with pytest.raises(FileNotFoundError, match="digits_cond_edm_denoiser.safetensors"):
+        GuidedDigitsProblem()
+
+
+def test_cells_cover_the_axes_once():
+    cells = stress.full_cells()
+    assert len(cells) == len(stress.SCHEDULES) * 3 + len(stress.GUIDED_SCHEDULES) * 7 - len(stress.GUIDED_SCHEDULES)
+    assert len({c.name for c in cells}) == len(cells)
+    assert set(stress.QUICK_CELLS) <= set(cells)
+    assert {c.cfg for c in stress.QUICK_CELLS if c.problem == "mixture-cfg"} == {4.0, 7.0}
+    with pytest.raises(ValueError):
+        stress.Cell("mixture", "eps", "karras", 4.0)      # an unguided problem takes no scale
+
+
+def _record(sampler, fd, noise=0.1, nfe=5, cell="c", finite=True):
+    return dict(sampler=sampler, cell=cell, nfe_target=nfe, nfe=nfe, fd=fd if finite else math.inf,
+                fd_noise=noise, rms=fd, finite=finite, error=None)
+
+
+def test_divergence_flag_verdicts_and_best_on_synthetic_records():
+    # margin for a tie: 2 * hypot(0.1, 0.1) = 0.283
+    records = stress.judge([
+        _record("euler", 1.0), _record("dpmpp_2m", 0.5), _record("evodiff", 0.25),      # 0.25 apart: tie
+        _record("heun", 1.01), _record("lms", 0.4, finite=False),
+        _record("euler", 1.0, nfe=8), _record("dpmpp_2m", 0.5, nfe=8), _record("evodiff", 0.8, nfe=8),  # lost
+        _record("euler", 1.0, nfe=10), _record("dpmpp_2m", 0.5, nfe=10), _record("evodiff", 0.1, nfe=10)])  # won
+    at = {(r["sampler"], r["nfe_target"]): r for r in records}
+    assert [at[(s, 5)]["diverged"] for s in ("euler", "dpmpp_2m", "evodiff", "heun", "lms")] == [
+        False, False, False, True, True]
+    assert [at[("evodiff", n)]["vs_rival"] for n in (5, 8, 10)] == ["tie", "lost", "won"]
+    assert [at[("evodiff", n)]["best_of_all"] for n in (5, 8, 10)] == [True, False, True]
+    assert stress.verdict(_record("evodiff", 0.2, finite=False), _record("dpmpp_2m", 9.0)) == "lost"
+    summary = stress.summary(records)
+    assert summary["vs_rival"] == {"tie": 1, "lost": 1, "won": 1}
+    assert (summary["best_of_all"], summary["best_of_all_of"]) == (2, 3)
+    assert summary["diverged"]["heun"]["points"] == 1 and summary["diverged"]["lms"]["cells"] == 1
+    table = stress.cell_table(records, "c").splitlines()
+    assert table[0] == "| sampler | NFE 5 | NFE 8 | NFE 10 |"
+    assert "**0.25**" in table[4] and "1.01 †" in next(line for line in table if line.startswith("| heun"))
+    assert "✗ non-finite" in next(line for line in table if line.startswith("| lms"))
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    cells = [stress.Cell("mixture-cfg", "eps", "karras", 4.0), stress.Cell("mixture", "edm", "karras"),
+             stress.Cell("mixture", "flow6", "simple")]
+    return stress.run(cells, ["evodiff", "euler", "dpmpp_2m"], nfes=(5, 30), seeds=(11,), n_samples=16, ode_steps=60)
+
+
+def test_a_tiny_real_run_is_finite_and_converges(tiny):
+    assert len(tiny) == 3 * 3 * 2
+    for r in tiny:
+        assert r["finite"] and r["error"] is None and r["nfe"] == r["nfe_target"]
+        assert all(math.isfinite(r[k]) for k in ("fd", "fd_noise", "rms", "rms_noise"))
+        assert r["diverged"] in (True, False) and not (r["sampler"] == "euler" and r["diverged"])
+    for cell in {r["cell"] for r in tiny}:       # the runs and the exact solution solve the same ODE
+        rms = {(r["sampler"], r["nfe_target"]): r["rms"] for r in tiny if r["cell"] == cell}
+        assert rms[("dpmpp_2m", 30)] < 0.2 * rms[("dpmpp_2m", 5)]
+        assert rms[("evodiff", 30)] < 0.2 * rms[("evodiff", 5)]
+    assert all(r["vs_rival"] in ("won", "tie", "lost") for r in tiny if r["sampler"] == "evodiff")
+    assert all(ref["refinement_rms"] < 1e-3 for ref in stress.references_summary())
+
+
+def test_report_leads_with_the_summary(tiny, tmp_path):
+    text = stress.markdown(tiny, stress.references_summary(), "header\n", "title")
+    assert text.index("## Summary") < text.index("## Cells") < text.index("### mixture-cfg w=4, SD1.5 karras")
+    assert "evodiff against dpmpp_2m" in text and "flow s6 simple" in text
+    guided_row = next(line for line in text.splitlines() if line.startswith("| guided |"))
+    assert guided_row.split(" | ")[1] == "2"                 # one guided cell x 2 NFEs for evodiff
+    guided = next(r for r in tiny if r["cfg"] == 4.0 and r["sampler"] == "evodiff")
+    assert guided["problem"] == "mixture-cfg" and guided["n_samples"] == 16
+
+
+@pytest.mark.skipif(not learned.CONDITIONAL_FILE.is_file(), reason="conditional digits weights not trained yet")
+def test_digits_cfg_cells_run_with_guidance():
+    cells = [stress.Cell("digits-cfg", "eps", "karras", w) for w in (1.0, 5.0)]
+    records = stress.run(cells, ["euler", "evodiff"], nfes=(6,), seeds=(11,), n_samples=16, ode_steps=40)
+    assert all(r["finite"] and math.isfinite(r["fd"]) for r in records)
+    exact = [stress.reference(c, (11,), 16, 40).x for c in cells]
+    assert rms_error(exact[0], exact[1]) > 0.05                 # guidance moves the exact solution
