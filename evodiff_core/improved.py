@@ -29,7 +29,9 @@ The order-2 step, one model call (the reference's (10)–(22)), slopes in u:
   (V8)  x_i = x_E + a1·ν·((1 − η)·g− + η·g+)
 δ = O(Δu) on a smooth path, so ν → 1 and η → η_quad as steps shrink: the deviations are bounded
 and vanish, and the step keeps its order. μ = 0 gives the pure interpolation rule.
-  (V9)  last step (no call; also the hand-off of split lists): (V2) through m1, m0.
+  (V9)  last step (no call; also the hand-off of split lists): (V2) through m1, m0, gated by ν.
+  (V10) VE lists ending in 0: the last step is an order-2 step in κ² whose probe takes the final
+        call, and x_0 = x_N − (x̃_N − D_N): no call is spent where D(x, σ_min) ≈ x.
 """
 from __future__ import annotations
 
@@ -45,6 +47,9 @@ from .schedule import Plan
 _QUADRATURE_NODES = 24   # Gauss–Legendre on one step: exact to ~1e-15 for these smooth integrands
 # u for (order-2 steps, last step) per noise schedule; see the module docstring and docs/variants.md
 INTERPOLATION = {"ve": ("lambda", "kappa2"), "flow": ("logsigma_flow", "logsigma_flow")}
+# (V10) per noise schedule: VE lists end at the model's σ_min (0.03 SD1.5, 0.002 EDM), where the
+# final D(x, σ_min) ≈ x carries almost nothing; flow lists end at t ≈ 1/steps, where it carries a lot
+PROBE_ENDING = {"ve": True, "flow": False}
 
 
 def alpha_sigma(s: float, noise_schedule: str) -> tuple[float, float]:
@@ -204,21 +209,48 @@ def last_step(x, m0, m1, sw: StepWeights, trust_prev) -> torch.Tensor:
 
 
 class Steps:
-    """The improved order-2 and last steps over a planned grid (driven by sampler.py)."""
+    """The improved order-2 and last steps over a planned grid (driven by sampler.py).
+
+    ``probe_ending`` (VE lists that end in 0, N ≥ 2): the last solver step σ_{N−1} → σ_N is an
+    order-2 step too, interpolated in κ² (V10), whose probe takes the call the reference spends on
+    the final denoise D(x_N, σ_N); the trailing σ_N → 0 then subtracts the noise the probe saw."""
 
     def __init__(self, plan: Plan, shift: float, noise_schedule: str):
         self.weights = step_weights(plan.grid, noise_schedule)
         self.shift = shift
         self.workspace = None
         self.trust = None   # ν of the last order-2 step, [B, C, 1]; None until one is measured
+        n = plan.steps
+        self.probe_ending = plan.denoise_to_zero and PROBE_ENDING[noise_schedule] and n >= 2
+        if self.probe_ending:
+            # the last step's weights in κ², the variable (V9) uses for a VE list's last step
+            last_variable = INTERPOLATION[noise_schedule][1]
+            self.weights = {**self.weights, n: _step_weights(tuple(plan.grid), noise_schedule, last_variable,
+                                                              last_variable)[n]}
+        self.last_index = n
+        self.noise_at_probe = None
 
     def order2(self, j, x, m0, m1, denoise):
         """Grid step σ_j → σ_{j+1}."""
         if self.workspace is None:
             self.workspace = Workspace(x)
+        if self.probe_ending and j + 1 == self.last_index:
+            denoise = self._keeping_the_noise(denoise)
         x_next, d_new, self.trust = order2_step(x, m0, m1, self.weights[j + 1], self.shift, self.trust,
                                                 denoise, self.workspace)
         return x_next, d_new
+
+    def _keeping_the_noise(self, denoise):
+        def at_probe(x_probe):
+            denoised = denoise(x_probe)
+            self.noise_at_probe = x_probe - denoised   # σ_N·ε̂ at the probe, before x_E moves on
+            return denoised
+        return at_probe
+
+    def to_zero(self, x):
+        """(V10) σ_N → 0 without a call: x_0 = x_N − σ_N·ε̂(x̃_N) = D_N + (x_N − x̃_N), the first-order
+        Taylor step of D around the probe with ∂D/∂x = 1 + O(σ_N²/Var x0) at the final σ_N."""
+        return x - self.noise_at_probe
 
     def last(self, j, x, m0, m1):
         return last_step(x, m0, m1, self.weights[j + 1], self.trust)

@@ -94,10 +94,15 @@ def sample_evodiff(model, x, sigmas, extra_args=None, callback=None, disable=Non
     steps = _STEPS[variant](p, shift, noise_schedule)
     m0 = m1 = None   # the last two model outputs D_j, D_{j-1}
 
+    # with a probe ending the last solver step spends the final call (at σ_N) as its probe,
+    # and the trailing σ_N → 0 interval needs no call (improved.Steps.probe_ending)
+    probe_ending = getattr(steps, "probe_ending", False)
     for k in trange(len(sigma_list) - 1, disable=disable):
         iv = p.intervals[k]
         j = iv.step
-        if iv.kind != "skip" and (j <= 1 or iv.kind == "to_zero"):
+        if iv.kind == "to_zero" and probe_ending:
+            m0, m1 = steps.to_zero(state), m0   # the final denoised, without a call
+        elif iv.kind != "skip" and (j <= 1 or iv.kind == "to_zero"):
             # D_0 and D_1 are evaluated at the state itself; later ones came from the probe.
             m0, m1 = denoise(state, j), m0
         if callback is not None:
@@ -109,7 +114,7 @@ def sample_evodiff(model, x, sigmas, extra_args=None, callback=None, disable=Non
             state = m0
         elif iv.kind in ("warmup", "euler"):
             state = reference.euler_step(state, m0, grid[j], grid[j + 1])
-        elif iv.kind == "order2":
+        elif iv.kind == "order2" or (iv.kind == "final" and probe_ending):
             state, d_new = steps.order2(j, state, m0, m1, lambda x_probe: denoise(x_probe, j + 1))
             m0, m1 = d_new, m0
         else:  # "final"

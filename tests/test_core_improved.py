@@ -71,6 +71,7 @@ def test_flow_equals_ve_under_change_of_variables(zero, monkeypatch):
     flow list equals sampling the κ list in VE, state for state, when both interpolate in the
     same variable of λ (the α = 1 − t bookkeeping of (V1)–(V2) is then all that differs)."""
     monkeypatch.setitem(improved.INTERPOLATION, "ve", improved.INTERPOLATION["flow"])
+    monkeypatch.setitem(improved.PROBE_ENDING, "ve", improved.PROBE_ENDING["flow"])
     gmm = mixture()
     t = flow_shift3(8, zero=False) * 0.95          # start below t = 1, where κ is finite
     kappa = t / (1 - t)
