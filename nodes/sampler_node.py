@@ -22,8 +22,9 @@ DESCRIPTION = (
     "Works with EPS, v-prediction and flow-matching (SD3, Flux, Wan) models.")
 
 SHIFT_TOOLTIP = (
-    "EVODiff's variance shift μ. 'improved': how strongly a step is damped when its two slope "
-    "estimates disagree (0 = no variance control, the most ODE-accurate). 'reference': the offset "
+    "EVODiff's variance shift μ. 'improved': how soon a step falls back to the first-order (Euler) "
+    "step when its two slope estimates disagree, as under strong cfg at few steps (0 = never, the "
+    "most ODE-accurate without guidance; larger = sooner). 'reference': the offset "
     "in ζ = sigmoid(|ζ*| − μ). 0.5 is the paper's value. This is NOT the timestep 'shift' of "
     "ModelSamplingSD3 / ModelSamplingFlux (set that on the model).")
 VARIANT_TOOLTIP = (
