@@ -22,8 +22,9 @@ The order-2 step, one model call (the reference's (10)–(22)), slopes in u:
   (V4)  D_i = D(x̃, σ_i),                g+ = (D_i − m0)/Δu
   (V5)  η_var = clamp(−⟨g−, g+ − g−⟩/‖g+ − g−‖², 0, 1): the blend (1 − η)·g− + η·g+ of least
         variance, per (sample, channel) (the paper's η*: η_var = ½ − η*)
-  (V6)  ν = 1/(1 + μ·δ),  δ = ‖g+ − g−‖/(‖g−‖ + ‖g+‖): the slopes' disagreement damps the step
-        (the paper's ζ, with μ the shift)
+  (V6)  ν = (1 − δ)^μ·c,  δ = ‖g+ − g−‖/(‖g−‖ + ‖g+‖): the trust in the second-order terms falls
+        as the slopes disagree (the paper's ζ, with μ the shift); (V6') c = 1/(1 + (q/4)⁴),
+        q = Δu/Δu_prev, phases out a backward slope measured over a much shorter step
   (V7)  η = ν·η_quad + (1 − ν)·η_var, η_quad the weight that integrates the parabola through
         m1, m0, D_i exactly
   (V8)  x_i = x_E + a1·ν·((1 − η)·g− + η·g+)
@@ -44,6 +45,9 @@ import torch
 from .reference import euler_step
 from .schedule import Plan
 
+# A backward slope measured over a step this many times shorter than the step it is extrapolated
+# over is mostly the offset between the probe and the state, not slope: (V6') phases it out.
+SLOPE_BASELINE_RATIO = 4.0
 _QUADRATURE_NODES = 24   # Gauss–Legendre on one step: exact to ~1e-15 for these smooth integrands
 # u for (order-2 steps, last step) per noise schedule; see the module docstring and docs/variants.md
 INTERPOLATION = {"ve": ("lambda", "kappa2"), "flow": ("logsigma_flow", "logsigma_flow")}
@@ -169,6 +173,11 @@ def order2_step(x, m0, m1, sw: StepWeights, shift: float, trust_prev, denoise, w
         return torch.add(x_euler, d_new - m0, alpha=sw.a1 / sw.du), d_new, None
     q = sw.du / sw.du_prev
     diff = torch.sub(m0, m1, out=ws.diff)
+    # (V6') conditioning: 1 for comparable steps, → (Q/q)⁴ when the previous step was q ≫ Q times
+    # shorter, so a near-duplicate sigma (q → ∞) changes the result continuously
+    conditioning = 1.0 / (1.0 + (q / SLOPE_BASELINE_RATIO) ** 4)
+    if trust_prev is not None:
+        trust_prev = trust_prev * conditioning
     # (V3) probe x̃ = x_E + a1·θ·g−, θ = the previous step's trust (0 before any was measured)
     if trust_prev is None:
         d_new = denoise(x_euler)
@@ -185,7 +194,7 @@ def order2_step(x, m0, m1, sw: StepWeights, shift: float, trust_prev, denoise, w
     # (V6) δ = ‖g+ − g−‖/(‖g−‖ + ‖g+‖) = ‖ẽ‖/(q·‖d‖ + ‖q·d + ẽ‖) ∈ [0, 1], ν = (1 − δ)^μ
     g_plus_norm = ((q * q) * dd + (2 * q) * dc + cc).clamp_min(0).sqrt()
     disagreement = cc.sqrt() / (q * dd.sqrt() + g_plus_norm).clamp_min(tiny)
-    trust = (1 - disagreement).clamp(0.0, 1.0).pow(shift)
+    trust = (1 - disagreement).clamp(0.0, 1.0).pow(shift) * conditioning
     # (V7) η = ν·η_quad + (1 − ν)·η_var
     eta = trust * sw.eta_quad + (1 - trust) * eta_var
     # (V8) x_i = x̃ + ν·(x_C − x̃), x_C = x_E + a1·((1 − η)·g− + η·g+):
