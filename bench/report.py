@@ -152,8 +152,9 @@ def quality_report(records, nfes_matrix=q.NFES_MATRIX) -> str:
 
 
 def cost_report(records) -> str:
-    return (f"Overhead per step with a trivial model, the model's own time subtracted; threshold "
-            f"≤ {THRESHOLD:g}× dpmpp_2m per step.\n\n" + cost_table(records) + "\n")
+    return (f"Overhead per step with a trivial model, the model's own time subtracted (median of the "
+            f"repeats, min–max spread); threshold ≤ {THRESHOLD:g}× dpmpp_2m's median per step and peak "
+            f"memory ≤ dpmpp_2m's + 1 latent.\n\n" + cost_table(records) + "\n")
 
 
 def plot(records, path: Path) -> None:

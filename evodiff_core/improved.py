@@ -148,14 +148,14 @@ def _step_weights(grid: tuple[float, ...], noise_schedule: str, variable: str,
 
 
 class Workspace:
-    """Latent-sized scratch: the output difference d = m0 − m1 and the slope change ẽ side by
-    side, so one batched matmul gives their three inner products. Never handed to the model or
-    the callback."""
+    """Latent-sized scratch: the output differences d = m0 − m1 and a = D_i − m0 side by side,
+    so one batched matmul gives their three inner products. Never handed to the model or the
+    callback."""
 
     def __init__(self, like: torch.Tensor):
         b, c, n = like.shape
         self.pair = like.new_empty((b, c, 2, n))
-        self.diff, self.change = self.pair[:, :, 0], self.pair[:, :, 1]
+        self.diff, self.output_change = self.pair[:, :, 0], self.pair[:, :, 1]
 
 
 def order2_step(x, m0, m1, sw: StepWeights, shift: float, trust_prev, denoise, ws: Workspace):
@@ -174,7 +174,7 @@ def order2_step(x, m0, m1, sw: StepWeights, shift: float, trust_prev, denoise, w
     q = sw.du / sw.du_prev
     diff = torch.sub(m0, m1, out=ws.diff)
     # (V6') conditioning: 1 for comparable steps, → (Q/q)⁴ when the previous step was q ≫ Q times
-    # shorter, so a near-duplicate sigma (q → ∞) changes the result continuously
+    # shorter, so a near-duplicate sigma (q → ∞) changes the result boundedly
     conditioning = 1.0 / (1.0 + (q / SLOPE_BASELINE_RATIO) ** 4)
     if trust_prev is not None:
         trust_prev = trust_prev * conditioning
@@ -183,26 +183,28 @@ def order2_step(x, m0, m1, sw: StepWeights, shift: float, trust_prev, denoise, w
         d_new = denoise(x_euler)
     else:
         d_new = denoise(torch.addcmul(x_euler, trust_prev, diff, value=sw.a1 / sw.du_prev))
-    # (V4) slope change ẽ = Δu·(g+ − g−) = D_i − (m0 + q·d): D_i minus its linear prediction
-    change = torch.sub(d_new, m0, out=ws.change).sub_(diff, alpha=q)
+    # (V4) the output's change a = D_i − m0 = Δu·g+; the slope change is ẽ = Δu·(g+ − g−) = a − q·d
+    output_change = torch.sub(d_new, m0, out=ws.output_change)
     gram = ws.pair @ ws.pair.transpose(-1, -2)
-    dd, dc, cc = gram[..., 0, :1], gram[..., 0, 1:], gram[..., 1, 1:]
+    dd, da, aa = gram[..., 0, :1], gram[..., 0, 1:], gram[..., 1, 1:]
+    dc = da - q * dd                              # ⟨d, ẽ⟩
+    cc = (aa - (2 * q) * da + (q * q) * dd).clamp_min(0)   # ⟨ẽ, ẽ⟩
     tiny = torch.finfo(gram.dtype).tiny
     # (V5) η_var = −⟨g−, g+ − g−⟩/‖g+ − g−‖² = −q·⟨d,ẽ⟩/⟨ẽ,ẽ⟩; 0 where ẽ = 0 (the slopes agree)
     eta_var = (dc / cc.clamp_min(tiny)) * -q
     eta_var = eta_var.clamp(0.0, 1.0)
-    # (V6) δ = ‖g+ − g−‖/(‖g−‖ + ‖g+‖) = ‖ẽ‖/(q·‖d‖ + ‖q·d + ẽ‖) ∈ [0, 1], ν = (1 − δ)^μ
-    g_plus_norm = ((q * q) * dd + (2 * q) * dc + cc).clamp_min(0).sqrt()
-    disagreement = cc.sqrt() / (q * dd.sqrt() + g_plus_norm).clamp_min(tiny)
+    # (V6) δ = ‖g+ − g−‖/(‖g−‖ + ‖g+‖) = ‖ẽ‖/(q·‖d‖ + ‖a‖) ∈ [0, 1], ν = (1 − δ)^μ·c
+    disagreement = cc.sqrt() / (q * dd.sqrt() + aa.sqrt()).clamp_min(tiny)
     trust = (1 - disagreement).clamp(0.0, 1.0).pow(shift) * conditioning
     # (V7) η = ν·η_quad + (1 − ν)·η_var
     eta = trust * sw.eta_quad + (1 - trust) * eta_var
     # (V8) x_i = x̃ + ν·(x_C − x̃), x_C = x_E + a1·((1 − η)·g− + η·g+):
-    #      on d: a1/Δu_prev·(θ + ν(1 − θ));  on ẽ: a1/Δu·ν·η
+    #      on d: a1/Δu_prev·(θ + ν(1 − θ)), on ẽ: a1/Δu·ν·η; with ẽ = a − q·d, on a: a1/Δu·ν·η and
+    #      on d: a1/Δu_prev·(θ + ν(1 − θ) − ν·η)
     theta = 0.0 if trust_prev is None else trust_prev
-    on_diff = theta + trust * (1 - theta)
+    on_diff = theta + trust * (1 - theta) - trust * eta
     x_next = x_euler.addcmul_(on_diff, diff, value=sw.a1 / sw.du_prev)
-    return x_next.addcmul_(trust * eta, change, value=sw.a1 / sw.du), d_new, trust
+    return x_next.addcmul_(trust * eta, output_change, value=sw.a1 / sw.du), d_new, trust
 
 
 def last_step(x, m0, m1, sw: StepWeights, trust_prev) -> torch.Tensor:

@@ -84,8 +84,8 @@ def sample_evodiff(model, x, sigmas, extra_args=None, callback=None, disable=Non
         out = model(x_model, sigmas[p.grid_index[j]] * s_in, **extra_args)
         out = out.to(work_dtype).reshape(flat)
         # a NaN/inf anywhere makes the sum NaN/inf; the input says whether the sampler broke first
-        # (the input's check is elementwise: an fp16 sum overflows where no element does)
-        finite_flags.append(torch.stack([x_model.isfinite().all(), torch.isfinite(out.sum())]))
+        # (the input's sum accumulates in float32: an fp16 sum overflows where no element does)
+        finite_flags.append(torch.stack([torch.isfinite(x_model.sum(dtype=work_dtype)), torch.isfinite(out.sum())]))
         call_grid_steps.append(j)
         return out
 
@@ -132,7 +132,7 @@ def _raise_if_not_finite(finite_flags, call_grid_steps, result, p, sigma_list, v
     """One device→host read for the whole call: were every model input and output, and the
     result (in the latent's dtype), finite? The first non-finite one says who broke."""
     flags = torch.stack(finite_flags).tolist() if finite_flags else []
-    result_ok = bool(result.isfinite().all())
+    result_ok = bool(torch.isfinite(result.sum(dtype=torch.float64)))
     if all(a and b for a, b in flags) and result_ok:
         return
     fix = ("Use more steps or a lower cfg" + ("" if variant == VARIANTS[0] else
