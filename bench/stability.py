@@ -44,9 +44,8 @@ def full_trust_radius(s: float, h: float) -> float:
         basis = torch.zeros(3, 1, 1, dtype=torch.float64)
         basis[k] = 1.0
         x, m0, m1 = basis[0:1], basis[1:2], basis[2:3]
-        ws = improved.Workspace(x)
         full = torch.ones(1, 1, 1, dtype=torch.float64)
-        x_next, d_new, _ = improved.order2_step(x, m0, m1, sw, 0.0, full, lambda x_probe: s * x_probe, ws)
+        x_next, d_new, _ = improved.order2_step(x, m0, m1, sw, 0.0, full, lambda x_probe: s * x_probe)
         columns.append([x_next.item(), d_new.item(), m0.item()])
     step = torch.tensor(columns, dtype=torch.float64).T
     return torch.linalg.eigvals(step).abs().max().item()

@@ -147,45 +147,47 @@ def _step_weights(grid: tuple[float, ...], noise_schedule: str, variable: str,
     return out
 
 
-class Workspace:
-    """Latent-sized scratch: the output differences d = m0 − m1 and a = D_i − m0 side by side,
-    so one batched matmul gives their three inner products. Never handed to the model or the
-    callback."""
-
-    def __init__(self, like: torch.Tensor):
-        b, c, n = like.shape
-        self.pair = like.new_empty((b, c, 2, n))
-        self.diff, self.output_change = self.pair[:, :, 0], self.pair[:, :, 1]
+def _difference_pair(m0, m1, d_new):
+    """[B, C, 2, L]: d = m0 − m1 and a = D_i − m0 side by side, so one batched matmul gives their
+    three inner products. Made after the model call, so it never adds to the call's peak memory."""
+    pair = m0.new_empty((*m0.shape[:2], 2, m0.shape[2]))
+    torch.sub(m0, m1, out=pair[:, :, 0])
+    torch.sub(d_new, m0, out=pair[:, :, 1])
+    return pair
 
 
-def order2_step(x, m0, m1, sw: StepWeights, shift: float, trust_prev, denoise, ws: Workspace):
+def order2_step(x, m0, m1, sw: StepWeights, shift: float, trust_prev, denoise, state_is_ours: bool = False):
     """(V3)–(V8): one step σ_{i−1} → σ_i with one model call at the probe point.
 
     ``trust_prev`` is the previous step's ν ([B, C, 1]), or None where no step has measured the
     slopes' agreement yet (then the probe is the Euler point). Returns ``(x_i, D_i, ν)``; D_i
     belongs to the probe point and is reused by the next step. Slopes are kept unscaled:
-    g− = d/Δu_prev with d = m0 − m1, and g+ − g− = ẽ/Δu."""
-    x_euler = euler_step(x, m0, sw.sigma_prev, sw.sigma)
+    g− = d/Δu_prev with d = m0 − m1, and g+ − g− = ẽ/Δu. ``state_is_ours``: x was never handed
+    to the model, so the Euler step may overwrite it (no tensor the model saw is ever changed)."""
+    rho = sw.sigma / sw.sigma_prev
+    x_euler = x.lerp_(m0, 1 - rho) if state_is_ours else euler_step(x, m0, sw.sigma_prev, sw.sigma)
     if not math.isfinite(sw.du_prev):
         # m1 is the output at pure noise (flow σ = 1): no backward slope, so the step is the
         # Euler probe corrected with the slope through it (Heun-like, still one call).
         d_new = denoise(x_euler)
         return torch.add(x_euler, d_new - m0, alpha=sw.a1 / sw.du), d_new, None
     q = sw.du / sw.du_prev
-    diff = torch.sub(m0, m1, out=ws.diff)
     # (V6') conditioning: 1 for comparable steps, → (Q/q)⁴ when the previous step was q ≫ Q times
     # shorter, so a near-duplicate sigma (q → ∞) changes the result boundedly
     conditioning = 1.0 / (1.0 + (q / SLOPE_BASELINE_RATIO) ** 4)
-    if trust_prev is not None:
-        trust_prev = trust_prev * conditioning
     # (V3) probe x̃ = x_E + a1·θ·g−, θ = the previous step's trust (0 before any was measured)
     if trust_prev is None:
+        theta = 0.0
         d_new = denoise(x_euler)
+        x_euler = x_euler.clone()   # the model saw it: the corrector writes into a copy
     else:
-        d_new = denoise(torch.addcmul(x_euler, trust_prev, diff, value=sw.a1 / sw.du_prev))
+        theta = trust_prev * conditioning
+        weight = theta * (sw.a1 / sw.du_prev)
+        d_new = denoise(torch.addcmul(x_euler, weight, m0 - m1))   # m0 − m1 is freed before the call
+    pair = _difference_pair(m0, m1, d_new)
+    diff, output_change = pair[:, :, 0], pair[:, :, 1]
     # (V4) the output's change a = D_i − m0 = Δu·g+; the slope change is ẽ = Δu·(g+ − g−) = a − q·d
-    output_change = torch.sub(d_new, m0, out=ws.output_change)
-    gram = ws.pair @ ws.pair.transpose(-1, -2)
+    gram = pair @ pair.transpose(-1, -2)
     dd, da, aa = gram[..., 0, :1], gram[..., 0, 1:], gram[..., 1, 1:]
     dc = da - q * dd                              # ⟨d, ẽ⟩
     cc = (aa - (2 * q) * da + (q * q) * dd).clamp_min(0)   # ⟨ẽ, ẽ⟩
@@ -201,7 +203,6 @@ def order2_step(x, m0, m1, sw: StepWeights, shift: float, trust_prev, denoise, w
     # (V8) x_i = x̃ + ν·(x_C − x̃), x_C = x_E + a1·((1 − η)·g− + η·g+):
     #      on d: a1/Δu_prev·(θ + ν(1 − θ)), on ẽ: a1/Δu·ν·η; with ẽ = a − q·d, on a: a1/Δu·ν·η and
     #      on d: a1/Δu_prev·(θ + ν(1 − θ) − ν·η)
-    theta = 0.0 if trust_prev is None else trust_prev
     on_diff = theta + trust * (1 - theta) - trust * eta
     x_next = x_euler.addcmul_(on_diff, diff, value=sw.a1 / sw.du_prev)
     return x_next.addcmul_(trust * eta, output_change, value=sw.a1 / sw.du), d_new, trust
@@ -229,7 +230,6 @@ class Steps:
     def __init__(self, plan: Plan, shift: float, noise_schedule: str):
         self.weights = step_weights(plan.grid, noise_schedule)
         self.shift = shift
-        self.workspace = None
         self.trust = None   # ν of the last order-2 step, [B, C, 1]; None until one is measured
         n = plan.steps
         self.probe_ending = plan.denoise_to_zero and PROBE_ENDING[noise_schedule] and n >= 2
@@ -243,12 +243,11 @@ class Steps:
 
     def order2(self, j, x, m0, m1, denoise):
         """Grid step σ_j → σ_{j+1}."""
-        if self.workspace is None:
-            self.workspace = Workspace(x)
         if self.probe_ending and j + 1 == self.last_index:
             denoise = self._keeping_the_noise(denoise)
+        # the states of j ≥ 2 are earlier corrector outputs, which the model never saw
         x_next, d_new, self.trust = order2_step(x, m0, m1, self.weights[j + 1], self.shift, self.trust,
-                                                denoise, self.workspace)
+                                                denoise, state_is_ours=j >= 2)
         return x_next, d_new
 
     def _keeping_the_noise(self, denoise):

@@ -132,7 +132,7 @@ def test_shift_zero_is_the_exact_parabola_integral(monkeypatch):
     w1, w0, wd = integral_weights(lam, lam[1], lam[2], 1.0, "lambda")
     # whatever the probe's trust θ (where D_i is taken), ν = 1 integrates the parabola exactly
     for trust_prev in (None, torch.full((4, 4, 1), 0.3, **F64)):
-        out, _, trust = improved.order2_step(xf, m0, m1, sw, 0.0, trust_prev, denoise, improved.Workspace(xf))
+        out, _, trust = improved.order2_step(xf, m0, m1, sw, 0.0, trust_prev, denoise)
         assert torch.equal(trust, torch.ones_like(trust))
         torch.testing.assert_close(out, xf * (2.0 / 6.0) + w1 * m1 + w0 * m0 + wd * seen["d"], atol=1e-12, rtol=1e-12)
 

@@ -336,6 +336,25 @@ def test_a_model_returning_nan_is_named_by_step_and_sigma():
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("sigmas", [SD15_KARRAS_10, SD15_KARRAS_22], ids=["N9", "N21"])
+def test_tensors_the_model_saw_or_returned_are_never_changed(sigmas, variant):
+    """The sampler works in place only on its own buffers: step-caching nodes may keep the inputs
+    they were given and hand an output back again, so neither may change after the call."""
+    sig = sigmas_of(sigmas)
+    seen = []
+
+    def model(x, s, **kw):
+        out = linear_gaussian_denoiser(x, s)
+        seen.append((x, x.clone(), out, out.clone()))
+        return out
+
+    sample_evodiff(model, noise((2, 4, 8, 8)) * sig[0], sig, disable=True, variant=variant)
+    assert len(seen) == len(sig) - 1
+    for x, x_then, out, out_then in seen:
+        assert torch.equal(x, x_then) and torch.equal(out, out_then)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_a_diverged_sampler_state_is_blamed_on_the_sampler(variant):
     """Every model output finite, but the state handed to the model is not (here: beyond fp16):
     the error names the sampler state and the step, not the model."""
