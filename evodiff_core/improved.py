@@ -15,7 +15,7 @@ integrating exactly gives host weights, computed once per sampler call:
 
 u is the log of the marginal std (u = λ for VE, u = −log t = log(1 + e^λ) for flow) in the
 order-2 steps, and the noise variance u = κ² in the last step of a VE list (Tweedie: D moves
-like κ² at low noise, where the last steps are long). A node at flow's σ = 1 (λ = −∞) is dropped.
+like κ² at low noise, where the last steps are long). Flow's σ = 1 (λ = −∞) is u = −log t = 0: kept.
 
 The order-2 step, one model call (the reference's (10)–(22)), slopes in u:
   (V3)  probe  x̃ = x_E + a1·g−,        g− = (m0 − m1)/Δu_prev,  a1 = σ_t ∫ e^λ (u − u_s) dλ
@@ -31,8 +31,8 @@ The order-2 step, one model call (the reference's (10)–(22)), slopes in u:
 δ = O(Δu) on a smooth path, so ν → 1 and η → η_quad as steps shrink: the deviations are bounded
 and vanish, and the step keeps its order. μ = 0 gives the pure interpolation rule.
   (V9)  last step (no call; also the hand-off of split lists): (V2) through m1, m0, gated by ν.
-  (V10) VE lists ending in 0: the last step is an order-2 step in κ² whose probe takes the final
-        call, and x_0 = x_N − (x̃_N − D_N): no call is spent where D(x, σ_min) ≈ x.
+  (V10) lists ending in 0 whose last step is long (κ_N ≤ κ_{N−1}/4): the last step is an order-2 step (in κ² for VE) whose probe takes the
+        final call, and x_0 = D_N + (x_N − x̃_N)/α_N: no call is spent where D(x, σ_N) ≈ x/α.
 """
 from __future__ import annotations
 
@@ -48,12 +48,14 @@ from .schedule import Plan
 # A backward slope measured over a step this many times shorter than the step it is extrapolated
 # over is mostly the offset between the probe and the state, not slope: (V6') phases it out.
 SLOPE_BASELINE_RATIO = 4.0
+# (V10) applies where the last solver step is long, κ_N ≤ κ_{N−1}/4 (log-SNR step ≥ log 4): the
+# call-free step would extrapolate over it, and the final call sits at κ_N² ≤ κ_{N−1}²/16, next to
+# the end κ² = 0 of that step's interpolation. Scale-free; SD1.5 'normal' (2.7–3.2), 'karras' up
+# to 6 steps and flow 'normal' lists qualify, flow 'simple' ones (0.5–0.9) keep the final denoise.
+PROBE_ENDING_MIN_LOG_SNR_STEP = math.log(4.0)
 _QUADRATURE_NODES = 24   # Gauss–Legendre on one step: exact to ~1e-15 for these smooth integrands
 # u for (order-2 steps, last step) per noise schedule; see the module docstring and docs/variants.md
 INTERPOLATION = {"ve": ("lambda", "kappa2"), "flow": ("logsigma_flow", "logsigma_flow")}
-# (V10) per noise schedule: VE lists end at the model's σ_min (0.03 SD1.5, 0.002 EDM), where the
-# final D(x, σ_min) ≈ x carries almost nothing; flow lists end at t ≈ 1/steps, where it carries a lot
-PROBE_ENDING = {"ve": True, "flow": False}
 
 
 def alpha_sigma(s: float, noise_schedule: str) -> tuple[float, float]:
@@ -91,8 +93,9 @@ def _gauss_legendre() -> tuple[list[float], list[float]]:
 
 def integral_weights(node_lams, lam_s: float, lam_t: float, alpha_t: float, variable: str) -> list[float]:
     """(V2): W_a = σ_t ∫_{λ_s}^{λ_t} e^{λ} L_a(u(λ)) dλ = α_t ∫_0^h e^{−(h−τ)} L_a(u(λ_s + τ)) dτ,
-    L_a the Lagrange basis over the nodes u(λ_a). Nodes at λ = −∞ get weight 0 (left out)."""
-    finite = [a for a, lam in enumerate(node_lams) if math.isfinite(lam)]
+    L_a the Lagrange basis over the nodes u(λ_a). A node whose u is infinite (λ = −∞ in u = λ)
+    gets weight 0 (left out); flow's pure-noise node t = 1 has u = −log t = 0 and is kept."""
+    finite = [a for a, lam in enumerate(node_lams) if math.isfinite(interpolation_variable(lam, variable))]
     us = [interpolation_variable(node_lams[a], variable) for a in finite]
     h = lam_t - lam_s
     weights = [0.0] * len(node_lams)
@@ -112,7 +115,7 @@ class StepWeights:
 
     sigma_prev: float   # σ_{i−1}
     sigma: float        # σ_i
-    du_prev: float      # Δu of the previous step (∞ when its start is flow's σ = 1)
+    du_prev: float      # Δu of the previous step (∞ only where its start has an infinite u)
     du: float           # Δu of this step
     a1: float           # σ_t ∫ e^λ (u(λ) − u_s) dλ: the weight of a slope in u, (V3) and (V8)
     eta_quad: float     # (V7) the blend weight of the exact parabola integral
@@ -131,7 +134,8 @@ def step_weights(grid: list[float], noise_schedule: str) -> dict[int, StepWeight
 def _step_weights(grid: tuple[float, ...], noise_schedule: str, variable: str,
                   last_variable: str) -> dict[int, StepWeights]:
     lam = [log_snr(s, noise_schedule) for s in grid]
-    u = [interpolation_variable(v, variable) if math.isfinite(v) else -math.inf for v in lam]
+    # flow's t = 1 (λ = −∞) is u = −log t = 0, a node like any other; in u = λ it is u = −∞
+    u = [interpolation_variable(v, variable) for v in lam]
     out = {}
     for i in range(2, len(grid)):
         alpha_t = alpha_sigma(grid[i], noise_schedule)[0]
@@ -142,7 +146,7 @@ def _step_weights(grid: tuple[float, ...], noise_schedule: str, variable: str,
         w_d = integral_weights(lam[i - 2:i + 1], lam[i - 1], lam[i], alpha_t, variable)[2]
         out[i] = StepWeights(
             sigma_prev=grid[i - 1], sigma=grid[i], du_prev=u[i - 1] - u[i - 2], du=du, a1=a1,
-            eta_quad=w_d * du / a1 if math.isfinite(lam[i - 2]) else 1.0,
+            eta_quad=w_d * du / a1 if math.isfinite(u[i - 2]) else 1.0,
             last=tuple(integral_weights(lam[i - 2:i], lam[i - 1], lam[i], alpha_t, last_variable)))
     return out
 
@@ -223,22 +227,25 @@ def last_step(x, m0, m1, sw: StepWeights, trust_prev) -> torch.Tensor:
 class Steps:
     """The improved order-2 and last steps over a planned grid (driven by sampler.py).
 
-    ``probe_ending`` (VE lists that end in 0, N ≥ 2): the last solver step σ_{N−1} → σ_N is an
-    order-2 step too, interpolated in κ² (V10), whose probe takes the call the reference spends on
-    the final denoise D(x_N, σ_N); the trailing σ_N → 0 then subtracts the noise the probe saw."""
+    ``probe_ending`` (lists that end in 0 with a long last step, N ≥ 2): the last solver step σ_{N−1} → σ_N is an
+    order-2 step too, in the last step's variable (V10), whose probe takes the call the reference
+    spends on the final denoise D(x_N, σ_N); the trailing σ_N → 0 then subtracts the noise the
+    probe saw."""
 
     def __init__(self, plan: Plan, shift: float, noise_schedule: str):
         self.weights = step_weights(plan.grid, noise_schedule)
         self.shift = shift
         self.trust = None   # ν of the last order-2 step, [B, C, 1]; None until one is measured
         n = plan.steps
-        self.probe_ending = plan.denoise_to_zero and PROBE_ENDING[noise_schedule] and n >= 2
+        self.probe_ending = (plan.denoise_to_zero and n >= 2 and log_snr(plan.grid[n], noise_schedule)
+                             - log_snr(plan.grid[n - 1], noise_schedule) >= PROBE_ENDING_MIN_LOG_SNR_STEP)
         if self.probe_ending:
-            # the last step's weights in κ², the variable (V9) uses for a VE list's last step
+            # the last step's weights in the variable (V9) uses for it (κ² for VE)
             last_variable = INTERPOLATION[noise_schedule][1]
             self.weights = {**self.weights, n: _step_weights(tuple(plan.grid), noise_schedule, last_variable,
                                                               last_variable)[n]}
         self.last_index = n
+        self.alpha_last = alpha_sigma(plan.grid[-1], noise_schedule)[0] if plan.grid else 1.0
         self.noise_at_probe = None
 
     def order2(self, j, x, m0, m1, denoise):
@@ -253,14 +260,15 @@ class Steps:
     def _keeping_the_noise(self, denoise):
         def at_probe(x_probe):
             denoised = denoise(x_probe)
-            self.noise_at_probe = x_probe - denoised   # σ_N·ε̂ at the probe, before x_E moves on
+            # σ_N·ε̂ = x̃_N − α_N·D_N at the probe, kept before x_E moves on
+            self.noise_at_probe = torch.add(x_probe, denoised, alpha=-self.alpha_last)
             return denoised
         return at_probe
 
     def to_zero(self, x):
-        """(V10) σ_N → 0 without a call: x_0 = x_N − σ_N·ε̂(x̃_N) = D_N + (x_N − x̃_N), the first-order
-        Taylor step of D around the probe with ∂D/∂x = 1 + O(σ_N²/Var x0) at the final σ_N."""
-        return x - self.noise_at_probe
+        """(V10) σ_N → 0 without a call: x_0 = (x_N − σ_N·ε̂(x̃_N))/α_N = D_N + (x_N − x̃_N)/α_N, the
+        first-order Taylor step of D around the probe with ∂D/∂x = (1 + O(κ_N²/Var x0))/α_N."""
+        return (x - self.noise_at_probe).div_(self.alpha_last)
 
     def last(self, j, x, m0, m1):
         return last_step(x, m0, m1, self.weights[j + 1], self.trust)

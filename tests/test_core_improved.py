@@ -71,7 +71,6 @@ def test_flow_equals_ve_under_change_of_variables(zero, monkeypatch):
     flow list equals sampling the κ list in VE, state for state, when both interpolate in the
     same variable of λ (the α = 1 − t bookkeeping of (V1)–(V2) is then all that differs)."""
     monkeypatch.setitem(improved.INTERPOLATION, "ve", improved.INTERPOLATION["flow"])
-    monkeypatch.setitem(improved.PROBE_ENDING, "ve", improved.PROBE_ENDING["flow"])
     gmm = mixture()
     t = flow_shift3(8, zero=False) * 0.95          # start below t = 1, where κ is finite
     kappa = t / (1 - t)
@@ -168,12 +167,14 @@ def test_hazards_stay_finite(case):
         torch.testing.assert_close(out, torch.ones_like(out))   # D ≡ c: every step returns c
 
 
-def test_flow_first_node_at_pure_noise_is_dropped():
-    """σ = 1 in flow is λ = −∞: the steps that would use it fall back to a lower order."""
+def test_flow_first_node_at_pure_noise_is_kept():
+    """σ = 1 in flow is λ = −∞ but u = −log t = 0: the output there is a node of the next step's
+    interpolation like any other (in u = λ it would be at −∞ and would have to be dropped)."""
     sw = step_weights([1.0, 0.9, 0.7, 0.4], "flow")
-    assert sw[2].du_prev == math.inf and sw[2].last[0] == 0.0
-    assert math.isfinite(sw[3].du_prev)
-    assert all(math.isfinite(v) for s in sw.values() for v in (s.du, s.a1, *s.last))
+    assert sw[2].du_prev == pytest.approx(-math.log(0.9)) and sw[2].last[0] != 0.0
+    assert all(math.isfinite(v) for s in sw.values() for v in (s.du, s.du_prev, s.a1, s.eta_quad, *s.last))
+    assert sum(integral_weights([-math.inf, improved.log_snr(0.9, "flow")], improved.log_snr(0.9, "flow"),
+                                improved.log_snr(0.7, "flow"), 0.3, "logsigma_flow")) == pytest.approx(1 - 0.7 / 0.9)
 
 
 @pytest.mark.parametrize("family", ["eps", "flow"])
