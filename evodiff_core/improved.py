@@ -93,17 +93,16 @@ def _gauss_legendre() -> tuple[list[float], list[float]]:
 
 def integral_weights(node_lams, lam_s: float, lam_t: float, alpha_t: float, variable: str) -> list[float]:
     """(V2): W_a = σ_t ∫_{λ_s}^{λ_t} e^{λ} L_a(u(λ)) dλ = α_t ∫_0^h e^{−(h−τ)} L_a(u(λ_s + τ)) dτ,
-    L_a the Lagrange basis over the nodes u(λ_a). A node whose u is infinite (λ = −∞ in u = λ)
-    gets weight 0 (left out); flow's pure-noise node t = 1 has u = −log t = 0 and is kept."""
-    finite = [a for a, lam in enumerate(node_lams) if math.isfinite(interpolation_variable(lam, variable))]
-    us = [interpolation_variable(node_lams[a], variable) for a in finite]
+    L_a the Lagrange basis over the nodes u(λ_a). Every node has a finite u: flow's pure-noise
+    node t = 1 (λ = −∞) is u = −log t = 0."""
+    us = [interpolation_variable(lam, variable) for lam in node_lams]
     h = lam_t - lam_s
     weights = [0.0] * len(node_lams)
     for x, w in zip(*_gauss_legendre()):
         tau = x * h
         u = interpolation_variable(lam_s + tau, variable)
         kernel = w * h * math.exp(tau - h)
-        for a, ua in zip(finite, us):
+        for a, ua in enumerate(us):
             basis = math.prod((u - ub) / (ua - ub) for ub in us if ub != ua)
             weights[a] += alpha_t * kernel * basis
     return weights
@@ -115,7 +114,7 @@ class StepWeights:
 
     sigma_prev: float   # σ_{i−1}
     sigma: float        # σ_i
-    du_prev: float      # Δu of the previous step (∞ only where its start has an infinite u)
+    du_prev: float      # Δu of the previous step
     du: float           # Δu of this step
     a1: float           # σ_t ∫ e^λ (u(λ) − u_s) dλ: the weight of a slope in u, (V3) and (V8)
     eta_quad: float     # (V7) the blend weight of the exact parabola integral
@@ -133,22 +132,23 @@ def step_weights(grid: list[float], noise_schedule: str) -> dict[int, StepWeight
 @lru_cache(maxsize=64)
 def _step_weights(grid: tuple[float, ...], noise_schedule: str, variable: str,
                   last_variable: str) -> dict[int, StepWeights]:
-    lam = [log_snr(s, noise_schedule) for s in grid]
-    # flow's t = 1 (λ = −∞) is u = −log t = 0, a node like any other; in u = λ it is u = −∞
+    return {i: weights_of_step(grid, i, noise_schedule, variable, last_variable) for i in range(2, len(grid))}
+
+
+def weights_of_step(grid, i: int, noise_schedule: str, variable: str, last_variable: str) -> StepWeights:
+    """StepWeights of σ_{i−1} → σ_i, interpolating in ``variable`` (and ``last_variable`` for (V9))."""
+    lam = [log_snr(s, noise_schedule) for s in grid[i - 2:i + 1]]
+    # flow's t = 1 (λ = −∞) is u = −log t = 0, a node like any other
     u = [interpolation_variable(v, variable) for v in lam]
-    out = {}
-    for i in range(2, len(grid)):
-        alpha_t = alpha_sigma(grid[i], noise_schedule)[0]
-        du = u[i] - u[i - 1]
-        # the slope weight: linear interpolation through (u_s, 0) and (u_t, Δu) integrated
-        a1 = integral_weights([lam[i - 1], lam[i]], lam[i - 1], lam[i], alpha_t, variable)[1] * du
-        # the parabola's weight on D_i, W_D, is a1·η_quad/Δu, since (V8) puts a1·η/Δu on D_i
-        w_d = integral_weights(lam[i - 2:i + 1], lam[i - 1], lam[i], alpha_t, variable)[2]
-        out[i] = StepWeights(
-            sigma_prev=grid[i - 1], sigma=grid[i], du_prev=u[i - 1] - u[i - 2], du=du, a1=a1,
-            eta_quad=w_d * du / a1 if math.isfinite(u[i - 2]) else 1.0,
-            last=tuple(integral_weights(lam[i - 2:i], lam[i - 1], lam[i], alpha_t, last_variable)))
-    return out
+    alpha_t = alpha_sigma(grid[i], noise_schedule)[0]
+    du = u[2] - u[1]
+    # the slope weight: linear interpolation through (u_s, 0) and (u_t, Δu) integrated
+    a1 = integral_weights(lam[1:], lam[1], lam[2], alpha_t, variable)[1] * du
+    # the parabola's weight on D_i, W_D, is a1·η_quad/Δu, since (V8) puts a1·η/Δu on D_i
+    w_d = integral_weights(lam, lam[1], lam[2], alpha_t, variable)[2]
+    return StepWeights(sigma_prev=grid[i - 1], sigma=grid[i], du_prev=u[1] - u[0], du=du, a1=a1,
+                       eta_quad=w_d * du / a1,
+                       last=tuple(integral_weights(lam[:2], lam[1], lam[2], alpha_t, last_variable)))
 
 
 def _difference_pair(m0, m1, d_new):
@@ -168,13 +168,7 @@ def order2_step(x, m0, m1, sw: StepWeights, shift: float, trust_prev, denoise, s
     belongs to the probe point and is reused by the next step. Slopes are kept unscaled:
     g− = d/Δu_prev with d = m0 − m1, and g+ − g− = ẽ/Δu. ``state_is_ours``: x was never handed
     to the model, so the Euler step may overwrite it (no tensor the model saw is ever changed)."""
-    rho = sw.sigma / sw.sigma_prev
-    x_euler = x.lerp_(m0, 1 - rho) if state_is_ours else euler_step(x, m0, sw.sigma_prev, sw.sigma)
-    if not math.isfinite(sw.du_prev):
-        # m1 is the output at pure noise (flow σ = 1): no backward slope, so the step is the
-        # Euler probe corrected with the slope through it (Heun-like, still one call).
-        d_new = denoise(x_euler)
-        return torch.add(x_euler, d_new - m0, alpha=sw.a1 / sw.du), d_new, None
+    x_euler = euler_step(x, m0, sw.sigma_prev, sw.sigma, out=x if state_is_ours else None)
     q = sw.du / sw.du_prev
     # (V6') conditioning: 1 for comparable steps, → (Q/q)⁴ when the previous step was q ≫ Q times
     # shorter, so a near-duplicate sigma (q → ∞) changes the result boundedly
@@ -242,8 +236,8 @@ class Steps:
         if self.probe_ending:
             # the last step's weights in the variable (V9) uses for it (κ² for VE)
             last_variable = INTERPOLATION[noise_schedule][1]
-            self.weights = {**self.weights, n: _step_weights(tuple(plan.grid), noise_schedule, last_variable,
-                                                              last_variable)[n]}
+            self.weights = {**self.weights, n: weights_of_step(plan.grid, n, noise_schedule, last_variable,
+                                                               last_variable)}
         self.last_index = n
         self.alpha_last = alpha_sigma(plan.grid[-1], noise_schedule)[0] if plan.grid else 1.0
         self.noise_at_probe = None

@@ -65,13 +65,14 @@ def projection(inner: torch.Tensor, norm2: torch.Tensor) -> torch.Tensor:
     return (inner / norm2.clamp_min(tiny)).clamp_(-PROJECTION_CLAMP, PROJECTION_CLAMP)
 
 
-def euler_step(x: torch.Tensor, denoised: torch.Tensor, sigma: float, sigma_next: float) -> torch.Tensor:
+def euler_step(x: torch.Tensor, denoised: torch.Tensor, sigma: float, sigma_next: float,
+               out: torch.Tensor | None = None) -> torch.Tensor:
     """(E1)–(E2), also (6) and (F2): the first-order data-prediction step (DDIM / Euler).
 
     x_next = (σ_next/σ)·x + σ_next·h·D with h = 1/σ_next − 1/σ, i.e. σ_next·h = 1 − σ_next/σ:
-    an interpolation between D (at ρ = 0) and x (at ρ = 1).
+    an interpolation between D (at ρ = 0) and x (at ρ = 1). ``out=x`` overwrites x.
     """
-    return torch.lerp(denoised, x, sigma_next / sigma)
+    return torch.lerp(denoised, x, sigma_next / sigma, out=out)
 
 
 class Workspace:
