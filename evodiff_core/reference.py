@@ -263,13 +263,12 @@ class Steps:
             self.rescaled = (a, torch.maximum(high, -low))   # read in finish(), not here
         return x_next
 
-    def finish(self, state, latent_dtype=None) -> None:
+    def finish(self, latent_dtype=None) -> None:
         """After the loop, the checks that read the device, once (sampler.py calls it).
 
         ``latent_dtype``: the dtype the state is handed to the model in; with it, a rescaled final
         state beyond that dtype's range is named as the cause of the inf the model then got.
         No-op when nothing happened."""
-        del state  # what the checks need was kept on the way
         self.runaway.report()
         if self.rescaled is None or latent_dtype is None or not latent_dtype.is_floating_point:
             return

@@ -122,7 +122,7 @@ def sample_evodiff(model, x, sigmas, extra_args=None, callback=None, disable=Non
 
     finish = getattr(steps, "finish", None)
     if finish is not None:
-        finish(state, latent_dtype=x.dtype)
+        finish(latent_dtype=x.dtype)
     result = state.view(x.shape).to(x.dtype)
     _raise_if_not_finite(finite_flags, call_grid_steps, result, p, sigma_list, variant)
     return result

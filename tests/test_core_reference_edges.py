@@ -234,21 +234,21 @@ def test_a_rescaled_state_beyond_the_latents_dtype_is_named_as_the_cause(caplog)
         steps, x_last = rescaled_last_step([400.0, 300.0, 200.0, 0.0])
         assert x_last.dtype == torch.float32 and torch.isfinite(x_last).all()
         assert x_last.abs().max() > torch.finfo(torch.float16).max
-        steps.finish(x_last, latent_dtype=torch.float16)
+        steps.finish(latent_dtype=torch.float16)
     (message,) = reference_messages(caplog, RESCALE_RANGE)
     assert "float16" in message and "not the model" in message and "ends at 200" in message
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="evodiff_core"):
         for dtype in (torch.float32, torch.bfloat16, None):
-            steps.finish(x_last, latent_dtype=dtype)
+            steps.finish(latent_dtype=dtype)
         steps, x_last = rescaled_last_step(SHORT_LARGE_END)       # rescaled too, but |x_N| ~ 10
-        steps.finish(x_last, latent_dtype=torch.float16)
+        steps.finish(latent_dtype=torch.float16)
     assert reference_messages(caplog, "scales the latent") and reference_messages(caplog, RESCALE_RANGE) == []
 
 
 def test_an_fp16_latent_past_its_range_after_the_rescale_fails_loudly(caplog):
     """Through the sampler: the rescale is named before the sampler's error. (With
-    ``finish(state, latent_dtype=x.dtype)`` the range warning above is logged too.)"""
+    ``finish(latent_dtype=x.dtype)`` the range warning above is logged too.)"""
     sig = sigmas_of([400.0, 300.0, 200.0, 0.0], torch.float32)
     x = (torch.randn((1, 4, 64, 64), generator=torch.Generator().manual_seed(0)) * sig[0]).half()
     with caplog.at_level(logging.WARNING, logger="evodiff_core"), pytest.raises(FloatingPointError):
@@ -259,8 +259,8 @@ def test_an_fp16_latent_past_its_range_after_the_rescale_fails_loudly(caplog):
 
 def test_finish_is_a_no_op_when_nothing_happened(caplog):
     with caplog.at_level(logging.WARNING, logger="evodiff_core"):
-        steps, x_last = rescaled_last_step(SD15_KARRAS_10)
-        steps.finish(x_last, latent_dtype=torch.float16)
-        steps.finish(x_last)
-        reference.Steps(plan(SD15_KARRAS_22), 0.5, "ve").finish(x_last)   # never stepped
+        steps, _ = rescaled_last_step(SD15_KARRAS_10)
+        steps.finish(latent_dtype=torch.float16)
+        steps.finish()
+        reference.Steps(plan(SD15_KARRAS_22), 0.5, "ve").finish()   # never stepped
     assert caplog.records == []
