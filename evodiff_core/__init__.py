@@ -10,6 +10,6 @@ Read beside the spec (evodiff-algorithm.md) and the paper:
   sampler.py    the ComfyUI sampler signature, dtype, progress, error reporting
 """
 from .sampler import (DEFAULT_SHIFT, NOISE_SCHEDULES, SHIFT_MAX, SHIFT_MIN, VARIANTS,
-                      sample_evodiff)
+                      option_problems, sample_evodiff)
 
-__all__ = ["sample_evodiff", "DEFAULT_SHIFT", "SHIFT_MIN", "SHIFT_MAX", "VARIANTS", "NOISE_SCHEDULES"]
+__all__ = ["sample_evodiff", "option_problems", "DEFAULT_SHIFT", "SHIFT_MIN", "SHIFT_MAX", "VARIANTS", "NOISE_SCHEDULES"]

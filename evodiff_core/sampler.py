@@ -21,15 +21,28 @@ _STEPS = {"improved": improved.Steps, "reference": reference.Steps}
 NOISE_SCHEDULES = ("ve", "flow")
 
 
+def option_problems(**options) -> list[str]:
+    """What is wrong with the given options (shift, variant, noise_schedule), each saying what to
+    choose instead; options not given are not checked. Empty when all is well."""
+    problems = []
+    if "shift" in options:
+        shift = options["shift"]
+        if not (isinstance(shift, (int, float)) and not isinstance(shift, bool) and math.isfinite(shift)
+                and SHIFT_MIN <= shift <= SHIFT_MAX):
+            problems.append(f"shift must be a number in [{SHIFT_MIN}, {SHIFT_MAX}] (default {DEFAULT_SHIFT}), "
+                            f"got {shift!r}")
+    if "variant" in options and options["variant"] not in VARIANTS:
+        problems.append(f"unknown variant {options['variant']!r}; choose one of {', '.join(VARIANTS)}")
+    if "noise_schedule" in options and options["noise_schedule"] not in NOISE_SCHEDULES:
+        problems.append(f"noise_schedule must be one of {', '.join(NOISE_SCHEDULES)} ('ve' for EPS/V models, "
+                        f"'flow' for flow-matching CONST models), got {options['noise_schedule']!r}")
+    return problems
+
+
 def _check_options(shift, variant, noise_schedule):
-    if not (isinstance(shift, (int, float)) and math.isfinite(shift) and SHIFT_MIN <= shift <= SHIFT_MAX):
-        raise ValueError(f"EVODiff: shift must be a number in [{SHIFT_MIN}, {SHIFT_MAX}] "
-                         f"(default {DEFAULT_SHIFT}), got {shift!r}.")
-    if variant not in VARIANTS:
-        raise ValueError(f"EVODiff: unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}.")
-    if noise_schedule not in NOISE_SCHEDULES:
-        raise ValueError(f"EVODiff: noise_schedule must be one of {NOISE_SCHEDULES} ('ve' for EPS/V "
-                         f"models, 'flow' for flow-matching CONST models), got {noise_schedule!r}.")
+    problems = option_problems(shift=shift, variant=variant, noise_schedule=noise_schedule)
+    if problems:
+        raise ValueError("EVODiff: " + "; ".join(problems) + ".")
 
 
 @torch.no_grad()

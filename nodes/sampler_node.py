@@ -10,7 +10,7 @@ import inspect
 import comfy.samplers
 from comfy_api.latest import ComfyExtension, io
 
-from ..evodiff_core import DEFAULT_SHIFT, NOISE_SCHEDULES, SHIFT_MAX, SHIFT_MIN, VARIANTS
+from ..evodiff_core import DEFAULT_SHIFT, NOISE_SCHEDULES, SHIFT_MAX, SHIFT_MIN, VARIANTS, option_problems
 from .sampler_function import AUTO_NOISE_SCHEDULE, sample_evodiff
 
 NODE_ID = "SamplerEVODiff"  # stable: saved workflows refer to it
@@ -28,12 +28,18 @@ SHIFT_TOOLTIP = (
     "in ζ = sigmoid(|ζ*| − μ). 0.5 is the paper's value. This is NOT the timestep 'shift' of "
     "ModelSamplingSD3 / ModelSamplingFlux (set that on the model).")
 VARIANT_TOOLTIP = (
-    "Which EVODiff update rule to run. 'improved' (default): consistent, flow-aware, variance-"
-    "controlled (docs/variants.md). 'reference': the paper's official code, output for output.")
+    "Which EVODiff update rule to run. 'improved' (default): second order, flow-aware, and falls "
+    "back to Euler where guidance makes its two slope estimates disagree. 'reference': the "
+    "paper's official code, output for output (less robust under strong cfg at few steps).")
 NOISE_SCHEDULE_TOOLTIP = (
     "How the latent was noised. 'auto' reads it from the model: 'flow' for flow-matching models "
     "(SD3, Flux, Wan...), 've' for EPS / v-prediction models (SD1.5, SDXL...). Override only when "
     "a model wrapper hides the model type.")
+
+
+# Words users type in the node search; "evodiff" alone also finds an unrelated protein model.
+SEARCH_ALIASES = ["evodiff", "evo diff", "variance", "entropy", "fast sampler", "low steps",
+                  "few steps", "variance optimized", "entropy aware"]
 
 
 def _accepts_keyword(function, name: str) -> bool:
@@ -43,13 +49,22 @@ def _accepts_keyword(function, name: str) -> bool:
 def _newer_schema_fields() -> dict:
     """search_aliases exists on io.Schema only in ComfyUI builds from 2026 on."""
     if "search_aliases" in getattr(io.Schema, "__dataclass_fields__", {}):
-        return {"search_aliases": ["evodiff", "evo diff", "variance optimized", "entropy aware"]}
+        return {"search_aliases": SEARCH_ALIASES}
     return {}
 
 
 def _advanced() -> dict:
     """advanced=True (collapsed 'Advanced Inputs') exists on inputs only in newer ComfyUI."""
     return {"advanced": True} if _accepts_keyword(io.Combo.Input.__init__, "advanced") else {}
+
+
+def _input_problems(shift, variant, noise_schedule) -> list[str]:
+    """What is wrong with the widget values, in words that say what to change; empty if fine.
+    None (an input linked from another node, unknown at queue time) is not checked, nor is 'auto'
+    (the node's own choice, resolved at sampling time)."""
+    given = {"shift": shift, "variant": variant, "noise_schedule": noise_schedule}
+    return option_problems(**{name: value for name, value in given.items()
+                              if value is not None and value != AUTO_NOISE_SCHEDULE})
 
 
 class SamplerEVODiff(io.ComfyNode):
@@ -72,7 +87,16 @@ class SamplerEVODiff(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, shift=None, variant=None, noise_schedule=None) -> bool | str:
+        """Checked when the prompt is queued; ComfyUI 0.3.x does not check V3 combo values itself."""
+        problems = _input_problems(shift, variant, noise_schedule)
+        return f"{NODE_ID}: {'; '.join(problems)}" if problems else True
+
+    @classmethod
     def execute(cls, shift, variant, noise_schedule=AUTO_NOISE_SCHEDULE) -> io.NodeOutput:
+        problems = _input_problems(shift, variant, noise_schedule)
+        if problems:  # reached when a caller skips validation (e.g. a node that builds this one)
+            raise ValueError(f"{NODE_ID}: {'; '.join(problems)}")
         options = {"shift": shift, "variant": variant, "noise_schedule": noise_schedule}
         return io.NodeOutput(comfy.samplers.KSAMPLER(sample_evodiff, extra_options=options))
 

@@ -1,0 +1,60 @@
+"""SamplerEVODiff checks its own widget values when a prompt is queued, and names itself.
+
+ComfyUI 0.3.x does not check V3 combo values, so without this a bad value reached the sampler
+and failed at sampling time, blamed on SamplerCustomAdvanced.
+"""
+import pytest
+
+import comfy_harness as h
+
+pytestmark = pytest.mark.comfy
+
+
+def sampler_node_prompt(**inputs) -> dict:
+    """The smallest prompt that makes ComfyUI validate a SamplerEVODiff: its SAMPLER feeds a sampling node."""
+    widgets = {"shift": 0.5, "variant": "improved", "noise_schedule": "auto", **inputs}
+    return {
+        "model": {"class_type": "EVODiffTestCheckpoint", "inputs": {"family": "sd15"}},
+        "cond": {"class_type": "EVODiffTestConditioning", "inputs": {"family": "sd15", "seed": 1}},
+        "latent": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "evodiff": {"class_type": h.SAMPLER_NODE, "inputs": widgets},
+        "guider": {"class_type": "BasicGuider", "inputs": {"model": ["model", 0], "conditioning": ["cond", 0]}},
+        "noise": {"class_type": "RandomNoise", "inputs": {"noise_seed": 0}},
+        "sigmas": {"class_type": "BasicScheduler", "inputs": {
+            "model": ["model", 0], "scheduler": "karras", "steps": 3, "denoise": 1.0}},
+        "sample": {"class_type": "SamplerCustomAdvanced", "inputs": {
+            "noise": ["noise", 0], "guider": ["guider", 0], "sampler": ["evodiff", 0],
+            "sigmas": ["sigmas", 0], "latent_image": ["latent", 0]}},
+        "capture": {"class_type": "EVODiffTestCaptureLatent", "inputs": {"samples": ["sample", 0], "label": "out"}},
+    }
+
+
+def node_error_text(comfyui, prompt) -> str:
+    ok, _, _, node_errors = h.validate(comfyui, prompt)
+    assert not ok
+    assert set(node_errors) == {"evodiff"}, node_errors  # blamed on our node, not on the sampling node
+    return " ".join(e["details"] for e in node_errors["evodiff"]["errors"])
+
+
+def test_default_widgets_validate(comfyui):
+    ok, error, _, node_errors = h.validate(comfyui, sampler_node_prompt())
+    assert ok, (error, node_errors)
+
+
+@pytest.mark.parametrize("inputs, words", [
+    ({"variant": "bogus"}, ["variant 'bogus'", "improved", "reference"]),
+    ({"noise_schedule": "vp"}, ["noise_schedule", "'vp'", "flow"]),
+    ({"shift": 5.0}, ["shift", "[0.0, 2.0]", "5.0"]),
+    ({"shift": -0.1}, ["shift", "-0.1"]),
+], ids=["variant", "noise_schedule", "shift-high", "shift-negative"])
+def test_bad_widget_value_is_rejected_at_queue_time_naming_the_node(comfyui, inputs, words):
+    text = node_error_text(comfyui, sampler_node_prompt(**inputs))
+    assert text.count(h.SAMPLER_NODE) >= 1
+    for word in words:
+        assert word in text, (word, text)
+
+
+def test_execute_without_validation_also_refuses_naming_the_node(comfyui):
+    node_class = comfyui.nodes.NODE_CLASS_MAPPINGS[h.SAMPLER_NODE]
+    with pytest.raises(ValueError, match=rf"^{h.SAMPLER_NODE}: unknown variant 'bogus'"):
+        node_class.execute(shift=0.5, variant="bogus", noise_schedule="auto")
