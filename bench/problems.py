@@ -18,7 +18,7 @@ from functools import lru_cache
 
 import torch
 
-from tools.analytic import (ClassConditionalMixture, GaussianMixture, probability_flow_ode_flow,
+from tools.analytic import (ClassConditionalMixture, anisotropic_mixture, probability_flow_ode_flow,
                             probability_flow_ode_ve)
 
 from . import learned
@@ -38,14 +38,7 @@ class MixtureProblem:
     event_shape = (4, 4, 4)
 
     def __init__(self, components: int = 10, seed: int = 20251126):
-        gen = torch.Generator().manual_seed(seed)
-        shape = (components, *self.event_shape)
-        log_var = torch.empty(shape, dtype=torch.float64).uniform_(-4.6, 0.0, generator=gen)
-        variances = log_var.exp()                      # 0.01 .. 1, a different value per dimension
-        spread = (1 - variances.mean()).sqrt()          # total variance about 1 per dimension
-        means = spread * torch.randn(shape, generator=gen, dtype=torch.float64)
-        weights = torch.softmax(torch.empty(components, dtype=torch.float64).uniform_(-1, 1, generator=gen), 0)
-        self.mixture = GaussianMixture(means, variances, weights)
+        self.mixture = anisotropic_mixture(components, self.event_shape, seed)
         self.data_target = FrechetTarget(*self.mixture.moments())
 
     def denoiser(self, family: str):

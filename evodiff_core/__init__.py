@@ -4,10 +4,13 @@ for k-diffusion-style sigma schedules. Pure torch: this package never imports Co
     from evodiff_core import sample_evodiff
     x0 = sample_evodiff(model, x, sigmas, extra_args=None, callback=None, disable=None, shift=0.5)
 
-Read beside the spec (evodiff-algorithm.md) and the paper:
-  schedule.py   sigma list → solver grid and per-step scalars, equations (1)–(5)
-  reference.py  the steps, equations (6)–(22) and (F1)–(F5)
-  sampler.py    the ComfyUI sampler signature, dtype, progress, error reporting
+Read beside the spec, docs/algorithm.md (its equation numbers, and the table from them to the
+paper's), and the paper; the improved variant is derived in docs/variants.md:
+  schedule.py   sigma list → solver grid, per-step scalars (1)–(5), which intervals call the model
+  steps.py      what both variants share: the Euler step (E1)–(E2), the step interface
+  reference.py  the official steps, equations (6)–(22) and (F1)–(F5)
+  improved.py   the improved variant's steps, (V1)–(V10)
+  sampler.py    the ComfyUI sampler signature, the loop over the plan, dtype, progress, errors
 """
 from .sampler import (DEFAULT_SHIFT, NOISE_SCHEDULES, SHIFT_MAX, SHIFT_MIN, VARIANTS,
                       option_problems, sample_evodiff)

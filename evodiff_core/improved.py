@@ -42,8 +42,8 @@ from functools import lru_cache
 
 import torch
 
-from .reference import euler_step
 from .schedule import Plan
+from .steps import SolverSteps, euler_step
 
 # A backward slope measured over a step this many times shorter than the step it is extrapolated
 # over is mostly the offset between the probe and the state, not slope: (V6') phases it out.
@@ -191,8 +191,7 @@ def order2_step(x, m0, m1, sw: StepWeights, shift: float, trust_prev, denoise, s
     cc = (aa - (2 * q) * da + (q * q) * dd).clamp_min(0)   # ⟨ẽ, ẽ⟩
     tiny = torch.finfo(gram.dtype).tiny
     # (V5) η_var = −⟨g−, g+ − g−⟩/‖g+ − g−‖² = −q·⟨d,ẽ⟩/⟨ẽ,ẽ⟩; 0 where ẽ = 0 (the slopes agree)
-    eta_var = (dc / cc.clamp_min(tiny)) * -q
-    eta_var = eta_var.clamp(0.0, 1.0)
+    eta_var = ((dc / cc.clamp_min(tiny)) * -q).clamp(0.0, 1.0)
     # (V6) δ = ‖g+ − g−‖/(‖g−‖ + ‖g+‖) = ‖ẽ‖/(q·‖d‖ + ‖a‖) ∈ [0, 1], ν = (1 − δ)^μ·c
     disagreement = cc.sqrt() / (q * dd.sqrt() + aa.sqrt()).clamp_min(tiny)
     trust = (1 - disagreement).clamp(0.0, 1.0).pow(shift) * conditioning
@@ -218,15 +217,16 @@ def last_step(x, m0, m1, sw: StepWeights, trust_prev) -> torch.Tensor:
     return x_euler.addcmul_(trust_prev, m1 - m0, value=w1)
 
 
-class Steps:
+class Steps(SolverSteps):
     """The improved order-2 and last steps over a planned grid (driven by sampler.py).
 
-    ``probe_ending`` (lists that end in 0 with a long last step, N ≥ 2): the last solver step σ_{N−1} → σ_N is an
-    order-2 step too, in the last step's variable (V10), whose probe takes the call the reference
-    spends on the final denoise D(x_N, σ_N); the trailing σ_N → 0 then subtracts the noise the
-    probe saw."""
+    ``probe_ending`` (lists that end in 0 with a long last step, N ≥ 2): the last solver step
+    σ_{N−1} → σ_N is an order-2 step too, in the last step's variable (V10), whose probe takes the
+    call the reference spends on the final denoise D(x_N, σ_N); the trailing σ_N → 0 then
+    subtracts the noise the probe saw (``to_zero``)."""
 
     def __init__(self, plan: Plan, shift: float, noise_schedule: str):
+        super().__init__(plan, shift, noise_schedule)
         self.weights = step_weights(plan.grid, noise_schedule)
         self.shift = shift
         self.trust = None   # ν of the last order-2 step, [B, C, 1]; None until one is measured
@@ -234,6 +234,7 @@ class Steps:
         self.probe_ending = (plan.denoise_to_zero and n >= 2 and log_snr(plan.grid[n], noise_schedule)
                              - log_snr(plan.grid[n - 1], noise_schedule) >= PROBE_ENDING_MIN_LOG_SNR_STEP)
         if self.probe_ending:
+            self.plan = plan.with_probe_ending()
             # the last step's weights in the variable (V9) uses for it (κ² for VE)
             last_variable = INTERPOLATION[noise_schedule][1]
             self.weights = {**self.weights, n: weights_of_step(plan.grid, n, noise_schedule, last_variable,
@@ -242,13 +243,12 @@ class Steps:
         self.alpha_last = alpha_sigma(plan.grid[-1], noise_schedule)[0] if plan.grid else 1.0
         self.noise_at_probe = None
 
-    def order2(self, j, x, m0, m1, denoise):
-        """Grid step σ_j → σ_{j+1}."""
-        if self.probe_ending and j + 1 == self.last_index:
+    def order2(self, i, x, m0, m1, denoise):
+        if self.probe_ending and i == self.last_index:
             denoise = self._keeping_the_noise(denoise)
-        # the states of j ≥ 2 are earlier corrector outputs, which the model never saw
-        x_next, d_new, self.trust = order2_step(x, m0, m1, self.weights[j + 1], self.shift, self.trust,
-                                                denoise, state_is_ours=j >= 2)
+        # from step 3 on the state is an earlier corrector output, which the model never saw
+        x_next, d_new, self.trust = order2_step(x, m0, m1, self.weights[i], self.shift, self.trust,
+                                                denoise, state_is_ours=i >= 3)
         return x_next, d_new
 
     def _keeping_the_noise(self, denoise):
@@ -264,5 +264,5 @@ class Steps:
         first-order Taylor step of D around the probe with ∂D/∂x = (1 + O(κ_N²/Var x0))/α_N."""
         return (x - self.noise_at_probe).div_(self.alpha_last)
 
-    def last(self, j, x, m0, m1):
-        return last_step(x, m0, m1, self.weights[j + 1], self.trust)
+    def last(self, i, x, m0, m1):
+        return last_step(x, m0, m1, self.weights[i], self.trust)

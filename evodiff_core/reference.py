@@ -1,4 +1,4 @@
-"""EVODiff's steps, equation by equation (evodiff-algorithm.md §3; the paper's Algorithm 1).
+"""EVODiff's steps, equation by equation (docs/algorithm.md §3; the paper's Algorithm 1).
 
 Sigma form (k-diffusion / ComfyUI): ``x = x0 + σ·ε`` and the model returns ``D(x, σ) ≈ x0``.
 Latents are handled as ``[B, C, L]`` views (every dim after the channel flattened), so one
@@ -8,10 +8,11 @@ quantities have shape ``[B, C, 1]``; per-step scalars (ρ, h, r, w, β) are host
 
 Cost: an order-2 step reads or writes each latent-sized tensor about 9 times. The inner
 products the step needs are taken from two Gram matrices instead of forming the reference's
-intermediate vectors B±, P (identities noted at each equation).
+intermediate vectors B±, P (the identities are in :func:`order2_step`'s docstring).
 
-Where the reference divides 0 by 0 (a projection onto an all-zero channel, spec §8) the
-projection coefficient is 0 (the pseudo-inverse); everywhere else the values are the reference's.
+Where the reference divides 0 by 0 (a projection onto an all-zero channel, docs/algorithm.md
+§8) the projection coefficient is 0 (the pseudo-inverse); everywhere else the values are the
+reference's.
 
 Every sample's numbers are bitwise independent of the batch (its size, the other samples): the
 inner products are batched matmuls per (sample, channel) and the logistic goes through
@@ -26,6 +27,7 @@ import math
 import torch
 
 from .schedule import Order2Scalars, Plan, order2_scalars
+from .steps import SolverSteps, euler_step
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +52,9 @@ def logistic(z: torch.Tensor) -> torch.Tensor:
     torch.sigmoid on CPU takes a vector path for whole blocks of elements and a scalar one for
     the rest, which round differently; on the [B, C, 1] per-channel tensors which elements fall
     in which depends on B (measured: a third to a half of random [B, 4, 1] inputs differ). torch.exp
-    computes every element with the same vector code, and the add and division are exact.
+    computes every element with the same vector code, and so do the add and the reciprocal.
     """
-    return torch.exp(-z).add_(1.0).reciprocal_()
+    return 1 / (1 + torch.exp(-z))
 
 
 def projection(inner: torch.Tensor, norm2: torch.Tensor) -> torch.Tensor:
@@ -62,17 +64,7 @@ def projection(inner: torch.Tensor, norm2: torch.Tensor) -> torch.Tensor:
     number instead gives 0 there (the reference gets NaN) and changes nothing anywhere else.
     """
     tiny = torch.finfo(norm2.dtype).tiny
-    return (inner / norm2.clamp_min(tiny)).clamp_(-PROJECTION_CLAMP, PROJECTION_CLAMP)
-
-
-def euler_step(x: torch.Tensor, denoised: torch.Tensor, sigma: float, sigma_next: float,
-               out: torch.Tensor | None = None) -> torch.Tensor:
-    """(E1)–(E2), also (6) and (F2): the first-order data-prediction step (DDIM / Euler).
-
-    x_next = (σ_next/σ)·x + σ_next·h·D with h = 1/σ_next − 1/σ, i.e. σ_next·h = 1 − σ_next/σ:
-    an interpolation between D (at ρ = 0) and x (at ρ = 1). ``out=x`` overwrites x.
-    """
-    return torch.lerp(denoised, x, sigma_next / sigma, out=out)
+    return (inner / norm2.clamp_min(tiny)).clamp(-PROJECTION_CLAMP, PROJECTION_CLAMP)
 
 
 class Workspace:
@@ -88,7 +80,7 @@ class Workspace:
 
 
 class InnerProducts:
-    """The cached ⟨·,·⟩ of the last two model outputs m0 = D_{i-1}, m1 = D_{i-2} (spec §3.4)."""
+    """The cached ⟨·,·⟩ of the last two model outputs m0 = D_{i-1}, m1 = D_{i-2} (§3.4)."""
 
     def __init__(self, m0: torch.Tensor, m1: torch.Tensor):
         self.m0m0 = channel_dot(m0, m0)
@@ -101,20 +93,36 @@ class InnerProducts:
 
 
 def order2_step(x, m0, m1, dots: InnerProducts, sc: Order2Scalars, shift: float,
-                consistency_rule: bool, denoise, ws: Workspace):
-    """One order-2 step σ_{i-1} → σ_i (spec §3.2). ``denoise(x)`` evaluates D(x, σ_i).
+                consistency_rule: bool, denoise, ws: Workspace, record: list | None = None):
+    """One order-2 step σ_{i-1} → σ_i (docs/algorithm.md §3.2); ``denoise(x)`` evaluates D(x, σ_i).
 
     Returns ``(x_i, D_i, step_scale)``: D_i belongs to the probe point x̃ and the next step uses
     it as is; step_scale = ½σ_i h/ζ ([B, C, 1]) is the weight (22) gave the correction Bθ.
+
+    Two pairs of equations are computed from the Gram matrix of Δ1, Δ2 (g11 = ⟨Δ1,Δ1⟩,
+    g12 = ⟨Δ1,Δ2⟩, g22 = ⟨Δ2,Δ2⟩) instead of forming the latent-sized B−, B+ and P. They stand for
+
+      (14)–(15)  B− = Δ1/(r·h),  B+ = r·Δ2/h,  η* = ½·proj(B+ + B−, B+ − B−)
+      (18)–(19)  P = x̃ − x_E − (½σ_i h/r_i)·Bθ,  ζ* = proj(P, Δ1)/(σ_i·h)
+
+    With e = r·Δ2 − Δ1/r: B+ − B− = e/h and B+ + B− = (e + 2Δ1/r)/h, the h² cancels, and
+      η* = ½·clamp(⟨e + 2Δ1/r, e⟩/⟨e,e⟩, −2, 2),  ⟨e,e⟩ = r²g22 − 2g12 + g11/r²,
+           ⟨e + 2Δ1/r, e⟩ = ⟨e,e⟩ + 2g12 − 2g11/r².
+    x̃ − x_E = (½σ_i h/r_i)·Δ1 by (10) and Bθ = coef1·Δ1 + coef2·Δ2 by (17), so
+      P = (½σ_i h/r_i)·((1 − coef1)·Δ1 − coef2·Δ2),  ⟨P,Δ1⟩ = (½σ_i h/r_i)·((1 − coef1)·g11 − coef2·g12).
+    tests/test_core_golden_internals.py checks both forms against the golden internals.
+
+    ``record``: a list that gets this step's internals appended, named as the golden file's
+    ``dbg/*`` keys (r1, r_i, r2, eta_star, eta, zeta_star, zeta, x_euler); None records nothing.
     """
     w, r = sc.w, sc.r
-    # (6) Euler part x_E = ρ·x + σ_i·h·m0
+    # (6) Euler part x_E = ρ·x + σ_i·h·m0 (euler_step, with the ρ of (1))
     x_euler = torch.lerp(m0, x, sc.rho, out=ws.x_euler)
     # (7)–(8) balanced difference Δ1 = m0 − r1·m1, r1 blending β with ⟨m0,m1⟩/⟨m1,m1⟩
     r1 = (1 - w) * sc.beta + w * projection(dots.m0m1, dots.m1m1)
     delta1 = torch.addcmul(m0, r1, m1, value=-1, out=ws.delta1)
     # (9) probe divisor; the clamp is a no-op for r > 0, kept as in the reference
-    r_i = (logistic(PROBE_TEMPERATURE * r1.abs()) * r).clamp_(0.25 * r, 1.5 * r)
+    r_i = (logistic(PROBE_TEMPERATURE * r1.abs()) * r).clamp(0.25 * r, 1.5 * r)
     # (10)–(11) probe point x̃ = x_E + (½σ_i h/r_i)·Δ1 and the step's only model call
     probe_scale = (0.5 * sc.sigma_h) / r_i
     d_new = denoise(torch.addcmul(x_euler, probe_scale, delta1))
@@ -124,15 +132,14 @@ def order2_step(x, m0, m1, dots: InnerProducts, sc: Order2Scalars, shift: float,
     delta2 = torch.addcmul(d_new, r2, m0, value=-1, out=ws.delta2)
     gram = ws.deltas @ ws.deltas.transpose(-1, -2)          # [B, C, 2, 2] of Δ1, Δ2
     g11, g12, g22 = gram[..., 0, :1], gram[..., 0, 1:], gram[..., 1, 1:]
-    # (14)–(15) B− = Δ1/(r·h), B+ = r·Δ2/h, η* = ½·proj(B+ + B−, B+ − B−). The 1/h cancels;
-    # with e = r·Δ2 − Δ1/r:  ⟨e,e⟩ = r²g22 − 2g12 + g11/r²,  ⟨e + 2Δ1/r, e⟩ = ⟨e,e⟩ + 2g12 − 2g11/r².
+    # (14)–(15) η* = ½·proj(B+ + B−, B+ − B−) = ½·proj(e + 2Δ1/r, e), e = r·Δ2 − Δ1/r
     e_e = (r * r) * g22 - 2 * g12 + g11 / (r * r)
     eta_star = 0.5 * projection(e_e + 2 * g12 - (2 / (r * r)) * g11, e_e)
     # (16)–(17) η = ½·sig(|η*|) and Bθ = coef1·Δ1 + coef2·Δ2 = (−η/r)·Δ1 + r(1−η)·Δ2
     eta = 0.5 * logistic(eta_star.abs())
     coef1, coef2 = -eta / r, r * (1 - eta)
-    # (18)–(19) P = x̃ − x_E − (½σ_i h/r_i)·Bθ = probe_scale·(Δ1 − Bθ), so
-    # ⟨P,Δ1⟩ = probe_scale·((1 − coef1)·g11 − coef2·g12); clamp, then divide by σ_i·h.
+    # (18)–(19) ζ* = proj(P, Δ1)/(σ_i·h), ⟨P,Δ1⟩ = probe_scale·((1 − coef1)·g11 − coef2·g12):
+    # clamp, then divide by σ_i·h
     zeta_star = projection(probe_scale * ((1 - coef1) * g11 - coef2 * g12), g11) / sc.sigma_h
     # (20)–(21) variance-controlled step size: z = |ζ*| − μ
     z = zeta_star.abs() - shift
@@ -145,6 +152,9 @@ def order2_step(x, m0, m1, dots: InnerProducts, sc: Order2Scalars, shift: float,
         # Where m0 = m1 (a step-caching node repeated an output) there is no change to measure
         # the consistency against (the reference gets 0/0): keep the plain rule there.
         zeta = torch.where(d_d > 0, logistic(-z * consistency), zeta)
+    if record is not None:
+        record.append(dict(r1=r1, r_i=r_i, r2=r2, eta_star=eta_star, eta=eta, zeta_star=zeta_star,
+                           zeta=zeta, x_euler=x_euler.clone()))
     # (22) x_i = x_E + (½σ_i h/ζ)·Bθ
     step_scale = (0.5 * sc.sigma_h) / zeta
     x_next = torch.addcmul(x_euler, step_scale * coef1, delta1).addcmul_(step_scale * coef2, delta2)
@@ -156,7 +166,8 @@ def final_step_reference(x, m0, m1, sigma: float, sigma_next: float) -> torch.Te
     """(F1)–(F5): the reference's "lower-order final" step, no model call.
 
     Kept for lists that end in 0 (then D(x_N, σ_N) follows). Not a consistent discretisation:
-    it rescales by a = 1 − sqrt(σ_N σ_{N−1}), which depends on the absolute sigma scale (spec §8).
+    it rescales by a = 1 − sqrt(σ_N σ_{N−1}), which depends on the absolute sigma scale
+    (docs/algorithm.md §8).
     """
     rho = sigma_next / sigma
     half_sigma_h = 0.5 * (1.0 - rho)                                   # ½·σ_N·h
@@ -169,10 +180,10 @@ def final_step_reference(x, m0, m1, sigma: float, sigma_next: float) -> torch.Te
 def final_step_handoff(x, m0, m1, sigma_prev: float, sigma: float, sigma_next: float) -> torch.Tensor:
     """Last step of a list that does not end in 0 (a split schedule), no model call.
 
-    Deviation from the reference, whose (F5) shrinks x by a = 1 − sqrt(σ_N σ_{N−1}) (spec §8),
-    so that the output is a valid state at σ_N that another sampler can continue from: (22)
-    with the plain difference m0 − m1 in place of Bθ and r in place of ζ, i.e. the difference
-    extrapolated linearly in log-sigma (DPM-Solver++(2M)'s multistep update):
+    Deviation from the reference, whose (F5) shrinks x by a = 1 − sqrt(σ_N σ_{N−1})
+    (docs/algorithm.md §8), so that the output is a valid state at σ_N that another sampler can
+    continue from: (22) with the plain difference m0 − m1 in place of Bθ and r in place of ζ,
+    i.e. the difference extrapolated linearly in log-sigma (DPM-Solver++(2M)'s multistep update):
     x_N = x_E + (σ_N·h / 2r)·(m0 − m1), r the log-step ratio of (3).
     """
     r = math.log(sigma_prev / sigma) / math.log(sigma / sigma_next)
@@ -216,59 +227,61 @@ class RuleRunawayWatch:
         if largest > self.limit:
             log.warning(
                 "EVODiff (reference variant): above 20 solver steps the reference's consistency rule "
-                "for the step size zeta (spec (21)) ran away: it weighted a correction by %.3g, where "
-                "its steps stay below %.3g while their projections are in range, and threw the state "
-                "off the ODE (it can grow huge and stay finite); the result is likely garbage. Strong "
-                "guidance makes this likely. Use the 'improved' variant, at most 20 solver steps (at "
-                "most 21 KSampler steps for a schedule ending in 0), where the rule is off, or a lower cfg.",
+                "for the step size zeta (equation (21) of docs/algorithm.md) ran away: it weighted a "
+                "correction by %.3g, where its steps stay below %.3g while their projections are in "
+                "range, and threw the state off the ODE (it can grow huge and stay finite); the result "
+                "is likely garbage. Strong guidance makes this likely. Use the 'improved' variant, at "
+                "most 20 solver steps (at most 21 KSampler steps for a schedule ending in 0), where the "
+                "rule is off, or a lower cfg.",
                 largest, self.limit)
 
 
-class Steps:
+class Steps(SolverSteps):
     """The reference's order-2 and last steps over a planned grid (driven by sampler.py).
 
     Lists that end in 0 get (F1)–(F5); lists that stop early get the consistent hand-off."""
 
-    def __init__(self, plan: Plan, shift: float, noise_schedule: str):
-        del noise_schedule  # the reference treats every list as VE sigmas, like the original
+    def __init__(self, plan: Plan, shift: float, noise_schedule: str, record: list | None = None):
+        """``noise_schedule`` is ignored: the reference treats every list as VE sigmas, like the
+        original. ``record``: a list for order2_step's per-step internals (tests only)."""
+        super().__init__(plan, shift, noise_schedule)
+        self.record = record
         g = self.grid = plan.grid
         self.shift = shift
         self.consistency_rule, self.denoise_to_zero = plan.consistency_rule, plan.denoise_to_zero
-        # (1)–(5) for every order-2 step σ_j → σ_{j+1}, j = 1 … N−2
-        self.scalars = {j: order2_scalars(g[j - 1], g[j], g[j + 1], g[0], g[-1]) for j in range(1, len(g) - 2)}
+        # (1)–(5) for every order-2 step i = 2 … N−1, σ_{i−1} → σ_i
+        self.scalars = {i: order2_scalars(g[i - 2], g[i - 1], g[i], g[0], g[-1]) for i in range(2, len(g) - 1)}
         self.dots = self.workspace = None
         self.runaway = RuleRunawayWatch(shift)
         self.rescaled = None   # (a, |x_N| as a device scalar) when (F3) rescaled the latent
 
-    def order2(self, j, x, m0, m1, denoise):
-        """Grid step σ_j → σ_{j+1} (the spec's step i = j + 1)."""
+    def order2(self, i, x, m0, m1, denoise):
         if self.dots is None:
             self.dots, self.workspace = InnerProducts(m0, m1), Workspace(x)
-        x_next, d_new, step_scale = order2_step(x, m0, m1, self.dots, self.scalars[j], self.shift,
-                                                self.consistency_rule, denoise, self.workspace)
+        x_next, d_new, step_scale = order2_step(x, m0, m1, self.dots, self.scalars[i], self.shift,
+                                                self.consistency_rule, denoise, self.workspace,
+                                                self.record)
         if self.consistency_rule:
             self.runaway.observe(step_scale)
         return x_next, d_new
 
-    def last(self, j, x, m0, m1):
+    def last(self, i, x, m0, m1):
         g = self.grid
         if not self.denoise_to_zero:
-            return final_step_handoff(x, m0, m1, g[j - 1], g[j], g[j + 1])
+            return final_step_handoff(x, m0, m1, g[i - 2], g[i - 1], g[i])
         # in the working dtype (float32 for fp16/bf16 latents), like every step
-        x_next = final_step_reference(x, m0, m1, g[j], g[j + 1])
-        a = 1.0 - math.sqrt(g[j] * g[j + 1])
+        x_next = final_step_reference(x, m0, m1, g[i - 1], g[i])
+        a = 1.0 - math.sqrt(g[i - 1] * g[i])
         if a < RESCALE_WARNING:
-            warn_rescale(g[j], g[j + 1], a)
+            warn_rescale(g[i - 1], g[i], a)
             low, high = torch.aminmax(x_next)
             self.rescaled = (a, torch.maximum(high, -low))   # read in finish(), not here
         return x_next
 
     def finish(self, latent_dtype=None) -> None:
-        """After the loop, the checks that read the device, once (sampler.py calls it).
-
-        ``latent_dtype``: the dtype the state is handed to the model in; with it, a rescaled final
-        state beyond that dtype's range is named as the cause of the inf the model then got.
-        No-op when nothing happened."""
+        """The runaway report; and, given ``latent_dtype``, a rescaled final state beyond that
+        dtype's range is named as the cause of the inf the model then got. No-op when nothing
+        happened."""
         self.runaway.report()
         if self.rescaled is None or latent_dtype is None or not latent_dtype.is_floating_point:
             return

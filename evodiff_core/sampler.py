@@ -7,6 +7,7 @@ import torch
 
 from . import improved, reference
 from .schedule import plan
+from .steps import euler_step
 
 try:  # ComfyUI ships tqdm; the core must still import with torch alone
     from tqdm.auto import trange
@@ -53,7 +54,7 @@ def sample_evodiff(model, x, sigmas, extra_args=None, callback=None, disable=Non
     ``model(x, sigma * s_in, **extra_args)`` returns the denoised estimate; ``sigmas`` is
     non-increasing. Returns the state at ``sigmas[-1]`` (the clean sample when it is 0).
 
-    * ``shift``: EVODiff's variance shift μ: the reference's ζ = sig(|ζ*| − μ) (spec §3.2 (20));
+    * ``shift``: EVODiff's variance shift μ: the reference's ζ = sig(|ζ*| − μ) (docs/algorithm.md (20));
       in the improved variant the exponent of the trust ν = (1 − δ)^μ of (V6). It is not the timestep shift
       of flow models (ModelSamplingSD3/Flux).
     * ``variant``: one of :data:`VARIANTS`. ``"reference"`` reproduces the official code;
@@ -62,7 +63,7 @@ def sample_evodiff(model, x, sigmas, extra_args=None, callback=None, disable=Non
       CONST models). The improved variant integrates the ODE for that schedule; the reference
       variant treats every list as VE sigmas, like the original.
 
-    Beyond the reference (spec §8–9):
+    Beyond the reference (docs/algorithm.md §8–9):
     * Lists ending in 0: the reference variant behaves exactly as the original (final step, then
       D(x_N, σ_N)); the improved variant ends with its consistent last step (docs/variants.md).
     * Lists that stop early (split schedules) end with a consistent second-order step instead of
@@ -105,19 +106,15 @@ def sample_evodiff(model, x, sigmas, extra_args=None, callback=None, disable=Non
     state = x.to(work_dtype).reshape(flat)
     grid = p.grid
     steps = _STEPS[variant](p, shift, noise_schedule)
-    m0 = m1 = None   # the last two model outputs D_j, D_{j-1}
+    p = steps.plan   # the variant's labels: improved's probe ending moves the final call into step N
+    m0 = m1 = None   # the last two model outputs D_{i-1}, D_{i-2}
 
-    # with a probe ending the last solver step spends the final call (at σ_N) as its probe,
-    # and the trailing σ_N → 0 interval needs no call (improved.Steps.probe_ending)
-    probe_ending = getattr(steps, "probe_ending", False)
     for k in trange(len(sigma_list) - 1, disable=disable):
         iv = p.intervals[k]
-        j = iv.step
-        if iv.kind == "to_zero" and probe_ending:
-            m0, m1 = steps.to_zero(state), m0   # the final denoised, without a call
-        elif iv.kind != "skip" and (j <= 1 or iv.kind == "to_zero"):
-            # D_0 and D_1 are evaluated at the state itself; later ones came from the probe.
-            m0, m1 = denoise(state, j), m0
+        if iv.calls_model:
+            m0, m1 = denoise(state, iv.start), m0
+        elif iv.kind == "to_zero":
+            m0, m1 = steps.to_zero(state), m0   # the final denoised, without a call (probe ending)
         if callback is not None:
             callback({"x": state.view(x.shape), "i": k, "sigma": sigmas[k], "sigma_hat": sigmas[k],
                       "denoised": (state if m0 is None else m0).view(x.shape)})
@@ -126,16 +123,14 @@ def sample_evodiff(model, x, sigmas, extra_args=None, callback=None, disable=Non
         if iv.kind == "to_zero":
             state = m0
         elif iv.kind in ("warmup", "euler"):
-            state = reference.euler_step(state, m0, grid[j], grid[j + 1])
-        elif iv.kind == "order2" or (iv.kind == "final" and probe_ending):
-            state, d_new = steps.order2(j, state, m0, m1, lambda x_probe: denoise(x_probe, j + 1))
+            state = euler_step(state, m0, grid[iv.start], grid[iv.end])
+        elif iv.kind == "order2":
+            state, d_new = steps.order2(iv.end, state, m0, m1, lambda x_probe: denoise(x_probe, iv.end))
             m0, m1 = d_new, m0
         else:  # "final"
-            state = steps.last(j, state, m0, m1)
+            state = steps.last(iv.end, state, m0, m1)
 
-    finish = getattr(steps, "finish", None)
-    if finish is not None:
-        finish(latent_dtype=x.dtype)
+    steps.finish(latent_dtype=x.dtype)
     result = state.view(x.shape).to(x.dtype)
     _raise_if_not_finite(finite_flags, call_grid_steps, result, p, sigma_list, variant)
     return result

@@ -1,23 +1,24 @@
 """From a ComfyUI sigma list to EVODiff's solver grid and its per-step scalars (host side).
 
 Everything here is plain Python floats, computed once per sampler call from ``sigmas.tolist()``,
-so the step loop never reads a device tensor back (spec §9, "Mapping to ComfyUI").
+so the step loop never reads a device tensor back (docs/algorithm.md §9, "Mapping to ComfyUI").
 
-Spec notation (evodiff-algorithm.md §1): the solver grid is ``σ_0 > σ_1 > … > σ_N > 0``;
+Notation of docs/algorithm.md §1: the solver grid is ``σ_0 > σ_1 > … > σ_N > 0``;
 ``Z`` means "denoise to zero", one extra model call at ``σ_N`` when the list ends in 0.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-# The reference switches its ζ rule on for more than this many solver steps (spec §3.2 (21), §5).
+# The reference switches its ζ rule on for more than this many solver steps (docs/algorithm.md
+# (21) and §5).
 CONSISTENCY_RULE_MIN_STEPS = 20
 
 
 @dataclass(frozen=True)
 class Order2Scalars:
-    """Per-step constants of one order-2 step σ_{i-1} → σ_i (spec §3.2, equations (1)–(5))."""
+    """Per-step constants of order-2 step i, σ_{i-1} → σ_i (docs/algorithm.md (1)–(5))."""
 
     rho: float        # (1)  ρ  = σ_i / σ_{i-1}
     rho_prev: float   # (1)  ρ' = σ_{i-1} / σ_{i-2}
@@ -33,18 +34,25 @@ class Interval:
     """One entry of the ComfyUI sigma list's intervals ``sigmas[k] → sigmas[k+1]``.
 
     ``kind`` is one of:
-      ``"skip"``    zero-length interval (equal sigmas): the state is left as it is;
-      ``"warmup"``  first solver step, first order (spec §3.1);
-      ``"order2"``  spec §3.2, with ``scalars``;
-      ``"final"``   last solver step (spec §3.3, or the hand-off step for lists without 0);
+      ``"skip"``    zero-length interval (equal sigmas, or zeros after the final denoise): the
+                    state is left as it is;
+      ``"warmup"``  solver step 1, first order (docs/algorithm.md §3.1);
+      ``"order2"``  solver steps 2 … N−1 (§3.2); with a probe ending also step N;
+      ``"final"``   the last solver step N (§3.3, or the hand-off step for lists without 0);
       ``"euler"``   the only solver step of a one-step grid (fallback, no reference behaviour);
-      ``"to_zero"`` the trailing σ_N → 0 interval: output D(x_N, σ_N) (spec §3.5).
-    ``step`` is the solver-grid index j of σ_j at the start of the interval (``None`` for skips).
+      ``"to_zero"`` the trailing σ_N → 0 interval: output the final denoised sample (§3.5).
+    ``start``, ``end``: the grid indices of the interval's two sigmas, so it takes solver step
+    i = ``end`` (σ_{i−1} → σ_i); ``end`` is None for ``"to_zero"`` (0 is no grid point), both
+    are None for skips.
+    ``calls_model``: the model is evaluated at the state at ``start``: D_0, D_1 and the final
+    denoise. Every later D_i is the output of an order-2 step's probe.
     """
 
     k: int
     kind: str
-    step: int | None = None
+    start: int | None = None
+    end: int | None = None
+    calls_model: bool = False
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,12 @@ class Plan:
     @property
     def consistency_rule(self) -> bool:
         return self.steps > CONSISTENCY_RULE_MIN_STEPS
+
+    def with_probe_ending(self) -> Plan:
+        """The same plan for a probe ending (improved.py (V10)): the last solver step is an
+        order-2 step whose probe takes the final model call, so σ_N → 0 makes none."""
+        relabel = {"final": dict(kind="order2"), "to_zero": dict(calls_model=False)}
+        return replace(self, intervals=[replace(iv, **relabel.get(iv.kind, {})) for iv in self.intervals])
 
 
 def check_sigmas(sigmas: list[float]) -> None:
@@ -99,12 +113,12 @@ def order2_scalars(s_prev2: float, s_prev: float, s: float, s_start: float, s_en
 
 
 def plan(sigmas: list[float]) -> Plan:
-    """Map a ComfyUI sigma list onto EVODiff's grid (spec §9) and label every interval.
+    """Map a ComfyUI sigma list onto EVODiff's grid (docs/algorithm.md §9), label every interval.
 
     * A trailing 0 means a final denoise (Z): the grid is the list without it.
     * A list without a trailing 0 ends at ``sigmas[-1]`` (split schedules).
     * Equal consecutive sigmas are zero-length steps: they are skipped, so the grid is strictly
-      decreasing (the reference would divide by zero there, spec §8).
+      decreasing (the reference would divide by zero there, docs/algorithm.md §8).
     """
     check_sigmas(sigmas)
     grid, grid_index = [], []
@@ -123,14 +137,18 @@ def plan(sigmas: list[float]) -> Plan:
         j = step_of.get(k)
         if j is None or (j == n and not denoise_to_zero):
             intervals.append(Interval(k, "skip"))        # equal sigmas, or zeros after the final denoise
-        elif j == n:
-            intervals.append(Interval(k, "to_zero", j))
+            continue
+        if j == n:
+            kind = "to_zero"
         elif n == 1:
-            intervals.append(Interval(k, "euler", j))     # N = 1: the reference refuses; one DDIM step
+            kind = "euler"     # N = 1: the reference refuses; one DDIM step
         elif j == 0:
-            intervals.append(Interval(k, "warmup", j))
+            kind = "warmup"
         elif j == n - 1:
-            intervals.append(Interval(k, "final", j))
+            kind = "final"
         else:
-            intervals.append(Interval(k, "order2", j))
+            kind = "order2"
+        # D_0 and D_1 are evaluated at the state itself, and so is the final denoise
+        intervals.append(Interval(k, kind, start=j, end=None if kind == "to_zero" else j + 1,
+                                  calls_model=kind == "to_zero" or j <= 1))
     return Plan(grid, grid_index, denoise_to_zero, intervals)

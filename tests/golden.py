@@ -1,5 +1,5 @@
-"""The official reference's golden vectors (tests/data/golden, copied from shared/golden) and
-the analytic denoisers they were made with, rebuilt from the manifest."""
+"""The official reference's golden vectors (tests/data/golden; its README says how they were
+made) and the analytic denoisers they were made with, rebuilt from the manifest."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,4 @@
-"""The reference variant reproduces the official implementation's golden vectors (spec §10)."""
+"""The reference variant reproduces the official implementation's golden vectors (docs/algorithm.md §10)."""
 import pytest
 import torch
 
@@ -49,7 +49,7 @@ def test_golden_split_keeps_reference_formula_but_hands_off_consistently(name):
     m0, m1 = (golden.tensor(name, "calls_denoised")[k].flatten(2) for k in (-1, -2))
     reference_out = final_step_reference(x_prev, m0, m1, sigmas[-2], sigmas[-1]).view_as(out)
     torch.testing.assert_close(reference_out, golden.tensor(name, "x_out"), **TOL)
-    # The reference's rescale shrinks the state (spec §8); the hand-off keeps its scale.
+    # The reference's rescale shrinks the state (docs/algorithm.md §8); the hand-off keeps its scale.
     assert out.std() > 2 * golden.tensor(name, "x_out").std()
     assert abs(out.std() / traj[-2].std() - 1) < 0.1
 

@@ -8,18 +8,15 @@ import torch
 from evodiff_core import VARIANTS, sample_evodiff
 from evodiff_core import improved
 from evodiff_core.improved import integral_weights, step_weights
-from tools.analytic import GaussianMixture, probability_flow_ode_flow, probability_flow_ode_ve
+from bench.metrics import rms_error
+from tools.analytic import anisotropic_mixture, probability_flow_ode_flow, probability_flow_ode_ve
 
 F64 = dict(dtype=torch.float64)   # explicit: never change the session-wide default dtype
 
 
-def mixture(scale=1.0, seed=0, k=8, shape=(4, 4, 4)):
-    """Anisotropic mixture, about unit variance (×scale), like the benchmark's."""
-    g = torch.Generator().manual_seed(seed)
-    variances = torch.empty((k, *shape), **F64).uniform_(-4.6, 0.0, generator=g).exp()
-    means = (1 - variances.mean()).sqrt() * torch.randn((k, *shape), generator=g, **F64)
-    weights = torch.softmax(torch.empty(k, **F64).uniform_(-1, 1, generator=g), 0)
-    return GaussianMixture(means * scale, variances * scale ** 2, weights)
+def mixture(scale=1.0):
+    """8 components on [4, 4, 4], about unit variance (×scale), made as the benchmark's is."""
+    return anisotropic_mixture(8, (4, 4, 4), seed=0, scale=scale)
 
 
 def model_of(denoise):
@@ -43,10 +40,6 @@ def flow_shift3(n, zero=True):
     return torch.cat([s, s.new_zeros(1)]) if zero else s
 
 
-def rms(a, b):
-    return (a - b).pow(2).mean().sqrt().item()
-
-
 def test_improved_is_the_default():
     assert VARIANTS[0] == "improved" and "reference" in VARIANTS
 
@@ -67,7 +60,7 @@ def test_quadrature_weights_match_closed_form():
 
 @pytest.mark.parametrize("zero", [False, True])
 def test_flow_equals_ve_under_change_of_variables(zero, monkeypatch):
-    """x_flow/(1−t) = x0 + κε and D_flow(x, t) = D_ve(x/(1−t), t/(1−t)) (spec §9): sampling the
+    """x_flow/(1−t) = x0 + κε and D_flow(x, t) = D_ve(x/(1−t), t/(1−t)) (docs/algorithm.md §9): sampling the
     flow list equals sampling the κ list in VE, state for state, when both interpolate in the
     same variable of λ (the α = 1 − t bookkeeping of (V1)–(V2) is then all that differs)."""
     monkeypatch.setitem(improved.INTERPOLATION, "ve", improved.INTERPOLATION["flow"])
@@ -105,8 +98,8 @@ def test_second_order_convergence(shift):
     errors = []
     for n in (16, 32, 64):
         sigmas = torch.exp(torch.linspace(math.log(10.0), math.log(0.1), n + 1, **F64))
-        errors.append(rms(sample_evodiff(model_of(gmm.denoise_ve), x, sigmas, variant="improved", shift=shift),
-                          exact))
+        out = sample_evodiff(model_of(gmm.denoise_ve), x, sigmas, variant="improved", shift=shift)
+        errors.append(rms_error(out, exact))
     # measured ratios 3.1–3.5 at shift 0.5, 4.9–5.6 at shift 0
     assert errors[1] < errors[0] / 2.9 and errors[2] < errors[1] / 3.2, errors
 
@@ -192,9 +185,9 @@ def test_split_point_error_against_dpmpp_2m(family, shift, k_sampling):
     high = full[:13]
     x = noise(16) * (float(full[0]) if family == "eps" else 1.0)
     exact = ode(denoise, x, float(high[0]), float(high[-1]), 400)
-    ours = rms(sample_evodiff(model_of(denoise), x, high, variant="improved", noise_schedule=schedule,
-                              shift=shift), exact)
-    theirs = rms(k_sampling.sample_dpmpp_2m(model_of(denoise), x, high, disable=True), exact)
+    ours = rms_error(sample_evodiff(model_of(denoise), x, high, variant="improved", noise_schedule=schedule,
+                                    shift=shift), exact)
+    theirs = rms_error(k_sampling.sample_dpmpp_2m(model_of(denoise), x, high, disable=True), exact)
     limit = 1.5 if shift == 0 or family == "flow" else 2.2
     assert ours <= limit * theirs, (ours, theirs)
 
@@ -209,8 +202,8 @@ def test_beats_dpmpp_2m_on_small_analytic_cell(nfe, k_sampling):
     x = noise(32) * float(sigmas[0])
     exact_noisy = probability_flow_ode_ve(gmm.denoise_ve, x, float(sigmas[0]), 1e-3, 300)
     exact = gmm.denoise_ve(exact_noisy, torch.tensor(1e-3, **F64))
-    ours = rms(sample_evodiff(model_of(gmm.denoise_ve), x, sigmas, variant="improved"), exact)
-    theirs = rms(k_sampling.sample_dpmpp_2m(model_of(gmm.denoise_ve), x, sigmas, disable=True), exact)
+    ours = rms_error(sample_evodiff(model_of(gmm.denoise_ve), x, sigmas, variant="improved"), exact)
+    theirs = rms_error(k_sampling.sample_dpmpp_2m(model_of(gmm.denoise_ve), x, sigmas, disable=True), exact)
     assert ours < 0.9 * theirs, (ours, theirs)
 
 
@@ -231,8 +224,9 @@ def test_linear_amplification():
         euler = x.clone()
         for s, s_next in zip(sigmas[:-1].tolist(), sigmas[1:].tolist()):
             euler = torch.lerp(slope * euler, euler, s_next / s)
-        errors = {mu: rms(sample_evodiff(model, x, sigmas, shift=mu, disable=True), exact) for mu in (0.0, 0.5)}
-        euler_error = rms(euler, exact)
+        errors = {mu: rms_error(sample_evodiff(model, x, sigmas, shift=mu, disable=True), exact)
+                  for mu in (0.0, 0.5)}
+        euler_error = rms_error(euler, exact)
         if slope < 0:   # measured: μ = 0 282× Euler's error, μ = 0.5 equal to it to 1e-7
             assert errors[0.0] > 50 * euler_error and errors[0.5] == pytest.approx(euler_error, rel=1e-4)
         else:           # measured: 6× below Euler's

@@ -26,6 +26,7 @@ import torch
 from hypothesis import HealthCheck, Phase, assume, given, note, settings
 from hypothesis import strategies as st
 
+from bench.metrics import rms_error
 from evodiff_core import VARIANTS, sample_evodiff
 from evodiff_core.schedule import plan
 from tools.analytic import GaussianMixture, probability_flow_ode_flow, probability_flow_ode_ve
@@ -38,6 +39,7 @@ os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", os.path.join(tempfile.gett
 FAMILIES = ("eps", "flow")       # SD1.5 EPS (VE sigmas) and SD3 flow (CONST, shift 3)
 DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 F64 = torch.float64
+ZERO = torch.zeros((), dtype=F64)   # rms_error(x, ZERO) is the RMS of x itself
 
 
 def derandomized(max_examples: int, **kw):
@@ -140,10 +142,6 @@ def latent_shapes(draw, min_batch=1, max_batch=3):
 
 
 # ---------------------------------------------------------------- analytic problems
-
-def rms(a: torch.Tensor) -> float:
-    return a.double().pow(2).mean().sqrt().item()
-
 
 def noise(shape, seed, dtype=F64):
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
@@ -281,7 +279,7 @@ def test_affine_flow_map_matches_tools_analytic_rk4(problem, seed):
     x = problem.start_latent((3, 2, 2), sigmas[0], seed)
     ode = probability_flow_ode_flow if problem.flow else probability_flow_ode_ve
     slow = ode(problem.denoise, x, sigmas[0], sigmas[1], steps=500)
-    assert rms(problem.exact(x, sigmas) - slow) <= 1e-7 * (1 + rms(slow))
+    assert rms_error(problem.exact(x, sigmas), slow) <= 1e-7 * (1 + rms_error(slow, ZERO))
 
 
 # ---------------------------------------------------------------- 1. no garbage
@@ -323,7 +321,7 @@ def no_garbage_errors(case: NoGarbageCase, k_sampling):
     exact = case.problem.exact(x, case.schedule.sigmas)
     out = sample(case.problem.model, x, case.schedule, "improved")
     dpm = k_sampling.sample_dpmpp_2m(case.problem.model, x, sig, disable=True)
-    return out, rms(out - exact), rms(dpm - exact), rms(exact)
+    return out, rms_error(out, exact), rms_error(dpm, exact), rms_error(exact, ZERO)
 
 
 @derandomized(300)
@@ -382,7 +380,7 @@ def insertion_change(case: InsertionCase, run) -> tuple[float, float]:
     x = start_latent(case.schedule, case.shape, case.seed + 7)
     base = run(model, x, case.schedule.tensor(F64))
     moved = run(model, x, case.perturbed.tensor(F64))
-    return rms(moved - base), rms(base)
+    return rms_error(moved, base), rms_error(base, ZERO)
 
 
 # Measured on SD1.5 karras-20 with the golden mixture gmm_A (tests/data/golden), relative RMS change
@@ -636,7 +634,7 @@ def test_low_precision_latents_keep_their_dtype_and_track_the_float64_run(schedu
     2.0e-3; bf16 median 1.7e-3, worst 1.3e-2; fp32 median 3e-8, worst 5.0e-6. Never non-finite,
     always the latent's dtype. Bounds: 2.4-4x the worst.
     Left out: the reference variant on lists of more than 20 solver steps, where its
-    consistency rule (spec (21)) can run away (it warns so). There any rounding is amplified
+    consistency rule (docs/algorithm.md (21)) can run away (it warns so). There any rounding is amplified
     without bound: a wider run found an fp16 output of -2.28 where float64 gave 0.09 (eps simple
     22 steps, one element), and a bf16 run that raised "diverged" where float64 stayed finite
     (eps linear_quadratic 22 steps).
@@ -647,6 +645,6 @@ def test_low_precision_latents_keep_their_dtype_and_track_the_float64_run(schedu
     out = sample(model, x, schedule, variant)
     exact = sample(model, x.double(), schedule, variant)
     assert out.dtype == dtype and torch.isfinite(out).all()
-    scale = max(rms(exact), 1.0)
-    note(f"relative RMS {rms(out - exact) / scale:.3g}")
-    assert rms(out - exact) <= DTYPE_RELATIVE_RMS[dtype] * scale
+    scale = max(rms_error(exact, ZERO), 1.0)
+    note(f"relative RMS {rms_error(out, exact) / scale:.3g}")
+    assert rms_error(out, exact) <= DTYPE_RELATIVE_RMS[dtype] * scale

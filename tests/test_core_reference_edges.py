@@ -9,7 +9,8 @@ import torch
 import golden
 from evodiff_core import reference, sample_evodiff
 from evodiff_core.schedule import plan
-from tools.analytic import GaussianMixture, linear_gaussian_denoiser
+from tools.analytic import (ClassConditionalMixture, GaussianMixture, anisotropic_mixture,
+                            linear_gaussian_denoiser)
 
 SD15_KARRAS_10 = golden.case("karras_sd15_n10_gmm")["sigmas"]          # N = 9: the rule is off
 SD15_KARRAS_22 = golden.case("karras_sd15_n22_gmm")["sigmas"]          # N = 21: the rule is on
@@ -90,14 +91,9 @@ def test_logistic_does_not_depend_on_the_batch(dtype):
 def two_class_mixture(seed, components=4, shape=(4, 4, 4)):
     """An anisotropic mixture (per-dimension variances 0.01..1, about unit variance overall)
     whose components k mod 2 form two classes: (p(x0), [p(x0 | c=0), p(x0 | c=1)])."""
-    g = torch.Generator().manual_seed(seed)
-    variances = torch.empty((components, *shape), dtype=torch.float64).uniform_(-4.6, 0.0, generator=g).exp()
-    means = (1 - variances.mean()).sqrt() * torch.randn((components, *shape), generator=g, dtype=torch.float64)
-    weights = torch.softmax(torch.empty(components, dtype=torch.float64).uniform_(-1, 1, generator=g), 0)
-    classes = torch.arange(components) % 2
-    by_class = [GaussianMixture(means[classes == c], variances[classes == c],
-                                weights[classes == c] / weights[classes == c].sum()) for c in (0, 1)]
-    return GaussianMixture(means, variances, weights), by_class
+    mixture = anisotropic_mixture(components, shape, seed)
+    classes = ClassConditionalMixture(mixture, torch.arange(components) % 2)
+    return mixture, [classes.sub_mixture(c) for c in (0, 1)]
 
 
 def guided_model(unconditional, conditional, cfg):
@@ -221,10 +217,10 @@ def rescaled_last_step(sigmas, seed=0):
     """Steps.last on a list ending in 0, as the sampler drives it: x, D_{N−1}, D_{N−2} in float32."""
     steps = reference.Steps(plan(sigmas), 0.5, "ve")
     g = torch.Generator().manual_seed(seed)
-    j = len(steps.grid) - 2
-    x = torch.randn((1, 4, 64, 64), generator=g) * steps.grid[j]
+    n = len(steps.grid) - 1       # the last solver step, σ_{N−1} → σ_N
+    x = torch.randn((1, 4, 64, 64), generator=g) * steps.grid[n - 1]
     m0, m1 = (torch.randn((1, 4, 4096), generator=g) for _ in range(2))
-    return steps, steps.last(j, x.flatten(2), m0, m1)
+    return steps, steps.last(n, x.flatten(2), m0, m1)
 
 
 def test_a_rescaled_state_beyond_the_latents_dtype_is_named_as_the_cause(caplog):

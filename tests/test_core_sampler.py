@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import golden
+from bench.metrics import rms_error
 from evodiff_core import SHIFT_MAX, SHIFT_MIN, VARIANTS, sample_evodiff
 from tools.analytic import GaussianMixture, linear_gaussian_denoiser, probability_flow_ode_ve
 
@@ -160,10 +161,10 @@ def split_point_errors(k_sampling, sigmas, split_at, seed=0):
     sig = sigmas_of(sigmas[: split_at + 1])
     x = noise((16, 4, 8, 8), seed) * sig[0]
     exact = probability_flow_ode_ve(gm.denoise_ve, x, sig[0].item(), sig[-1].item(), steps=400)
-    rms = lambda a: (a - exact).pow(2).mean().sqrt().item()
-    errors = {v: rms(sample_evodiff(model, x, sig, disable=True, variant=v)) for v in VARIANTS}
-    errors["improved, shift 0"] = rms(sample_evodiff(model, x, sig, disable=True, variant="improved", shift=0.0))
-    errors["dpmpp_2m"] = rms(k_sampling.sample_dpmpp_2m(model, x, sig, disable=True))
+    errors = {v: rms_error(sample_evodiff(model, x, sig, disable=True, variant=v), exact) for v in VARIANTS}
+    errors["improved, shift 0"] = rms_error(sample_evodiff(model, x, sig, disable=True, variant="improved",
+                                                           shift=0.0), exact)
+    errors["dpmpp_2m"] = rms_error(k_sampling.sample_dpmpp_2m(model, x, sig, disable=True), exact)
     return errors
 
 
@@ -171,7 +172,7 @@ def split_point_errors(k_sampling, sigmas, split_at, seed=0):
 def test_split_hand_off_is_a_valid_state(k_sampling):
     sigmas = golden.case("karras_sd15_n20_gmm")["sigmas"]
     errors = split_point_errors(k_sampling, sigmas, 12)
-    # The reference's own final step would leave an RMS error of ~0.7 here (spec §8).
+    # The reference's own final step would leave an RMS error of ~0.7 here (docs/algorithm.md §8).
     assert errors["reference"] < 0.02
     # The reference's trajectory is already ~2x DPM++(2M)'s one step before the split; the
     # hand-off step itself does not add to that.
@@ -195,7 +196,7 @@ def test_split_then_continue_matches_the_unsplit_run(variant):
     assert (low - full).pow(2).mean().sqrt() < 0.02 * full.pow(2).mean().sqrt()
 
 
-# ---------------------------------------------------------------- hazards (spec §8)
+# ---------------------------------------------------------------- hazards (docs/algorithm.md §8)
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_equal_consecutive_sigmas_are_skipped(variant):

@@ -103,6 +103,20 @@ class GaussianMixture:
         return self.means[k] + self.variances.expand_as(self.means)[k].sqrt() * noise
 
 
+def anisotropic_mixture(components: int, event_shape: tuple[int, ...], seed: int,
+                        scale: float = 1.0) -> GaussianMixture:
+    """A float64 mixture like the benchmark's: diagonal variances from 0.01 to 1, a different one
+    per dimension, unequal weights, and means spread so that the data have about unit variance
+    per dimension (× scale²)."""
+    gen = torch.Generator().manual_seed(seed)
+    shape = (components, *event_shape)
+    variances = torch.empty(shape, dtype=torch.float64).uniform_(-4.6, 0.0, generator=gen).exp()
+    spread = (1 - variances.mean()).sqrt()          # the means carry the rest of the unit variance
+    means = spread * torch.randn(shape, generator=gen, dtype=torch.float64)
+    weights = torch.softmax(torch.empty(components, dtype=torch.float64).uniform_(-1, 1, generator=gen), 0)
+    return GaussianMixture(means * scale, variances * scale ** 2, weights)
+
+
 @dataclass
 class ClassConditionalMixture:
     """A GaussianMixture whose components are partitioned into classes, for guidance with exact D.

@@ -1,0 +1,51 @@
+"""What the two variants share: the first-order step, and the step interface sampler.py drives.
+
+Numbering (docs/algorithm.md §1–3): the solver grid is σ_0 > σ_1 > … > σ_N, and step i goes
+σ_{i−1} → σ_i (i = 1 … N), so x_i is the state at σ_i. Step 1 is the warm-up (an Euler step),
+steps 2 … N−1 are order-2 steps, step N is the last one. Per-step constants are keyed by i.
+"""
+from __future__ import annotations
+
+import torch
+
+from .schedule import Plan
+
+
+def euler_step(x: torch.Tensor, denoised: torch.Tensor, sigma: float, sigma_next: float,
+               out: torch.Tensor | None = None) -> torch.Tensor:
+    """(E1)–(E2), also (6) and (F2): the first-order data-prediction step (DDIM / Euler).
+
+    x_next = (σ_next/σ)·x + σ_next·h·D with h = 1/σ_next − 1/σ, i.e. σ_next·h = 1 − σ_next/σ:
+    an interpolation between D (at ρ = 0) and x (at ρ = 1). ``out=x`` overwrites x.
+    """
+    return torch.lerp(denoised, x, sigma_next / sigma, out=out)
+
+
+class SolverSteps:
+    """One variant's steps over a planned grid, as sampler.py calls them.
+
+    sampler.py evaluates the model where ``plan.intervals`` say an interval calls it, takes
+    the warm-up with :func:`euler_step`, and leaves the rest to these methods. ``m0, m1`` are
+    the last two model outputs D_{i−1}, D_{i−2}; tensors are ``[B, C, L]``.
+    """
+
+    def __init__(self, plan: Plan, shift: float, noise_schedule: str):
+        self.plan = plan   # a variant may relabel it (improved's probe ending)
+
+    def order2(self, i: int, x, m0, m1, denoise):
+        """Order-2 step i. ``denoise(x̃)`` evaluates D(x̃, σ_i), the step's one model call.
+        Returns ``(x_i, D_i)``; D_i belongs to the probe x̃ and the next step reuses it."""
+        raise NotImplementedError
+
+    def last(self, i: int, x, m0, m1):
+        """The last solver step i = N, without a model call. Returns x_N."""
+        raise NotImplementedError
+
+    def to_zero(self, x):
+        """The final denoised sample where ``plan`` makes the trailing σ_N → 0 interval without
+        a model call."""
+        raise NotImplementedError
+
+    def finish(self, latent_dtype: torch.dtype | None = None) -> None:
+        """After the loop: the checks that read the device, once. ``latent_dtype``: the dtype the
+        state is handed to the model in."""
