@@ -1,0 +1,119 @@
+"""What the Registry and the Manager read: classifiers, icon, archive contents, workflow thumbnails and notes."""
+import json
+import shutil
+import subprocess
+import tomllib
+
+import pytest
+
+from tools import thumbnails
+from tools.comfyui_runtime import PACK_DIR
+
+PYPROJECT = tomllib.loads((PACK_DIR / "pyproject.toml").read_text())
+WORKFLOW_PATHS = sorted((PACK_DIR / "example_workflows").glob("*.json"))
+
+
+@pytest.mark.comfy
+def test_comfyui_config_parser_keeps_every_classifier(comfyui):
+    """ComfyUI's comfy_config drops the whole accelerator (or OS) list if one entry is unknown."""
+    pytest.importorskip("pydantic_settings")
+    from comfy_config import config_parser
+
+    config = config_parser.extract_node_configuration(str(PACK_DIR))
+    classifiers = PYPROJECT["project"]["classifiers"]
+    accelerators = [c.removeprefix("Environment :: ") for c in classifiers if c.startswith("Environment ::")]
+    systems = [c.removeprefix("Operating System :: ") for c in classifiers if c.startswith("Operating System :: ")]
+    assert accelerators and config.project.supported_accelerators == accelerators
+    assert systems and config.project.supported_os == systems
+
+
+def test_icon_is_a_square_image_of_at_most_400_px_in_the_repository():
+    from PIL import Image
+
+    url = PYPROJECT["tool"]["comfy"]["Icon"]
+    repository = PYPROJECT["project"]["urls"]["Repository"].removeprefix("https://github.com/")
+    prefix = f"https://raw.githubusercontent.com/{repository}/main/"
+    assert url.startswith(prefix), url
+    width, height = Image.open(PACK_DIR / url.removeprefix(prefix)).size
+    assert width == height <= 400
+
+
+def _git_files(*args) -> set[str]:
+    if shutil.which("git") is None or not (PACK_DIR / ".git").exists():
+        pytest.skip("needs a git checkout")
+    listing = subprocess.run(["git", "ls-files", "--cached", *args], cwd=PACK_DIR, check=True,
+                             capture_output=True, text=True).stdout
+    return {f for f in listing.split() if (PACK_DIR / f).is_file()}  # not files deleted but still staged
+
+
+def test_comfyignore_keeps_development_files_out_of_the_registry_archive():
+    """The archive is the tracked files minus .comfyignore (gitignore syntax, as git reads it)."""
+    ignored = _git_files("--ignored", "--exclude-from=.comfyignore")
+    shipped = _git_files() - ignored
+    assert any(f.startswith("tests/data/golden/") for f in ignored)
+    assert {f for f in _git_files() if f.startswith(("tests/", "bench/", "docs/")) and
+            f.endswith((".safetensors", ".png", ".jpg", ".py"))} <= ignored
+    runtime = {"__init__.py", "pyproject.toml", "node_list.json", "LICENSE", "README.md"}
+    runtime |= {f for f in _git_files() if f.startswith(("nodes/", "evodiff_core/", "web/", "example_workflows/"))}
+    assert runtime <= shipped
+    assert sum((PACK_DIR / f).stat().st_size for f in shipped) < 1_000_000
+
+
+@pytest.mark.parametrize("path", WORKFLOW_PATHS, ids=lambda p: p.stem)
+def test_thumbnail_shows_the_settings_of_its_workflow(path, tmp_path):
+    """A fresh render from the workflow's own widgets looks like the shipped .jpg."""
+    import numpy as np
+    from PIL import Image
+
+    copy = tmp_path / path.name
+    copy.write_text(path.read_text())
+    fresh = np.asarray(Image.open(thumbnails.render_thumbnail(copy)).convert("L"), dtype=float)
+    shipped = np.asarray(Image.open(path.with_suffix(".jpg")).convert("L"), dtype=float)
+    assert shipped.shape == fresh.shape == thumbnails.THUMBNAIL_SIZE[::-1]
+    assert np.abs(fresh - shipped).mean() < 1.0  # JPEG noise only; a changed word moves far more
+
+
+def test_thumbnail_text_follows_the_workflow():
+    workflow = json.loads((PACK_DIR / "example_workflows" / "evodiff_sdxl_custom_sampler.json").read_text())
+    (node,) = [n for n in workflow["nodes"] if n["type"] == "SamplerEVODiff"]
+    for variant in ("improved", "reference"):
+        node["widgets_values"][1] = variant
+        assert f"variant {variant}" in thumbnails.settings_lines(workflow)[0]
+
+
+@pytest.mark.parametrize("path", WORKFLOW_PATHS, ids=lambda p: p.stem)
+def test_workflow_without_the_pack_node_says_to_install_the_pack_by_hand(path):
+    """A bare "evodiff" in a core KSampler records no pack, so the Manager cannot find it."""
+    workflow = json.loads(path.read_text())
+    records_pack = any(n.get("properties", {}).get("cnr_id") == PYPROJECT["project"]["name"]
+                       for n in workflow["nodes"])
+    (note,) = [n["widgets_values"][0] for n in workflow["nodes"] if n["type"] == "Note"]
+    if records_pack:
+        assert "Install Missing Custom Nodes" in note and "finds it" in note
+    else:
+        assert "BY HAND" in note and "cannot find it" in note
+
+
+def _recommended_steps(markdown: str) -> dict[str, str]:
+    """Model family → the steps range in its row of a 'Which settings' table."""
+    import re
+
+    rows = {"| SD1.5": "eps", "| SD3": "flow", "| Two stages": "two-stage"}
+    found = {}
+    for line in markdown.splitlines():
+        for start, family in rows.items():
+            if line.startswith(start):
+                found[family] = re.search(r"\| (\d+)–(\d+)", line).group(0)[2:].replace("–", "-")
+    return found
+
+
+def test_recommended_steps_agree_in_readme_help_page_and_workflow_notes():
+    readme = _recommended_steps((PACK_DIR / "README.md").read_text())
+    help_page = _recommended_steps((PACK_DIR / "web" / "docs" / "SamplerEVODiff.md").read_text())
+    assert readme == help_page and set(readme) == {"eps", "flow", "two-stage"}
+    family_of = {"evodiff_sd15_ksampler": "eps", "evodiff_sdxl_custom_sampler": "eps",
+                 "evodiff_sd35_flow": "flow", "evodiff_sdxl_base_refiner": "two-stage"}
+    assert set(family_of) == {p.stem for p in WORKFLOW_PATHS}
+    for path in WORKFLOW_PATHS:
+        (note,) = [n["widgets_values"][0] for n in json.loads(path.read_text())["nodes"] if n["type"] == "Note"]
+        assert f"{readme[family_of[path.stem]]} steps" in note, path.stem
