@@ -65,3 +65,9 @@ def split_half_noise(metric, *paired: torch.Tensor) -> float:
     first = metric(*(p[:n] for p in paired))
     second = metric(*(p[n:2 * n] for p in paired))
     return abs(first - second) / 2
+
+
+def metric_score(metric: str, value: float) -> float:
+    """What a sampler is ranked by (lower is better): excess FD can be negative (a sample set a
+    little closer to the data than the exact solution's), so it counts by |value|; the rest as is."""
+    return abs(value) if metric == "excess_fd" else value

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 import torch
 
 from . import comfy_samplers as cs
-from .metrics import FrechetTarget, changed_component, moments, rms_error, split_half_noise
+from .metrics import FrechetTarget, changed_component, metric_score, moments, rms_error, split_half_noise
 from .problems import exact_solution, noise_for, problem
 
 NFES_FULL = (5, 6, 8, 10, 12, 15, 20, 25)
+N_SAMPLES_FULL = 2048  # per cell in `scripts/bench --full`; the quick run's 512 tie most points
 NFES_MATRIX = (5, 8, 10)
 HELDOUT_SEED = 1000   # tune on seed 0, judge on this one
 
@@ -169,12 +170,11 @@ def table(records, value: str, rows=None, columns: str = "cell", where=None) -> 
     rows = rows or list(dict.fromkeys(r["sampler"] for r in recs))
     cols = list(dict.fromkeys(r[columns] for r in recs))
     lookup = {(r["sampler"], r[columns]): r for r in recs}
-    score = (lambda v: abs(v)) if value == "excess_fd" else (lambda v: v)
     best = {}
     for c in cols:
         vals = [lookup[(s, c)][value] for s in rows if (s, c) in lookup and lookup[(s, c)][value] is not None]
         vals = [v for v in vals if v == v]
-        best[c] = min(vals, key=score) if vals else None
+        best[c] = min(vals, key=lambda v: metric_score(value, v)) if vals else None
     header = "| sampler | " + " | ".join(str(c) for c in cols) + " |"
     lines = [header, "|---" + "|---:" * len(cols) + "|"]
     for s in rows:

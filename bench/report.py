@@ -2,12 +2,21 @@
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import platform
+from collections import Counter
 from pathlib import Path
 
+from . import comfy_samplers as cs
 from . import quality as q
 from .cost import THRESHOLD, cost_table
+from .metrics import metric_score
+
+RIVAL = "dpmpp_2m"    # what EVODiff is judged against
+NOISE_FACTOR = 2.0    # a difference counts when it exceeds this many combined split-half noise SEs
+FULL_MINUTES = 11     # `scripts/bench --full` on 2 shared cores (docs/benchmarks.md's header has the last)
+METRIC_NAMES = {"excess_fd": "excess FD", "rms": "RMS error"}
 
 
 def machine() -> str:
@@ -67,38 +76,162 @@ def noise_table(records) -> str:
     return "\n".join(lines)
 
 
-def verdicts(records, metric: str = "excess_fd", rival: str = "dpmpp_2m") -> str:
-    """Where each EVODiff variant wins and loses against ``rival``, per cell, as a table.
+def default_variant() -> str:
+    """The pack's default EVODiff variant as the benchmark names it ('evodiff:improved')."""
+    return cs.evodiff_variants()[0]
 
-    A difference counts only when it exceeds twice the combined split-half noise; "best" lists
-    the NFEs where the variant beats every built-in sampler (no noise check).
-    """
-    score = abs if metric == "excess_fd" else (lambda v: v)
+
+def compare(record: dict, rival: dict, metric: str) -> str:
+    """'better', 'worse' or 'tie': a difference counts beyond NOISE_FACTOR x the combined noise."""
+    noise = NOISE_FACTOR * math.hypot(record[f"{metric}_noise"], rival[f"{metric}_noise"])
+    diff = metric_score(metric, record[metric]) - metric_score(metric, rival[metric])
+    return "better" if diff < -noise else "worse" if diff > noise else "tie"
+
+
+def comparisons(records, metric: str, sampler: str, rival: str = RIVAL) -> dict[str, dict[str, list[int]]]:
+    """{cell: {'better': [NFE...], 'worse': [...], 'tie': [...], 'best': [...], 'measured': [...]}}
+    of sampler against rival; 'best': the NFEs where it beats every built-in (no noise check)."""
     by_key = {(r["sampler"], r["cell"], r["nfe_target"]): r for r in records}
-    samplers = list(dict.fromkeys(r["sampler"] for r in records))
-    variants = [s for s in samplers if s.startswith("evodiff")]
-    builtins = [s for s in samplers if not s.startswith("evodiff")]
+    builtins = [s for s in dict.fromkeys(r["sampler"] for r in records) if not cs.is_evodiff(s)]
+    out = {}
+    for cell in dict.fromkeys(r["cell"] for r in records):
+        found = {"better": [], "worse": [], "tie": [], "best": [], "measured": []}
+        for nfe in sorted({r["nfe_target"] for r in records if r["cell"] == cell}):
+            mine, other = by_key.get((sampler, cell, nfe)), by_key.get((rival, cell, nfe))
+            if mine is None or other is None:
+                continue
+            found[compare(mine, other, metric)].append(nfe)
+            found["measured"].append(nfe)
+            rivals = [by_key[(b, cell, nfe)][metric] for b in builtins if (b, cell, nfe) in by_key]
+            if rivals and metric_score(metric, mine[metric]) < min(metric_score(metric, v) for v in rivals):
+                found["best"].append(nfe)
+        out[cell] = found
+    return out
+
+
+def nfe_words(nfes, measured=()) -> str:
+    """[5, 6, 8] -> '5, 6 and 8 NFE'; a run of three or more consecutive measured NFEs is written
+    '5–20', and all of them 'every NFE'."""
+    nfes = sorted(nfes)
+    if measured and nfes == sorted(measured):
+        return "every NFE"
+    position = {n: i for i, n in enumerate(sorted(measured or nfes))}
+    runs = []
+    for n in nfes:
+        if runs and position[n] == position[runs[-1][-1]] + 1:
+            runs[-1].append(n)
+        else:
+            runs.append([n])
+    items = []
+    for run in runs:
+        items += [f"{run[0]}–{run[-1]}"] if len(run) >= 3 else [str(n) for n in run]
+    return (", ".join(items[:-1]) + " and " + items[-1] if len(items) > 1 else items[0]) + " NFE"
+
+
+def in_words(found: dict) -> str:
+    """One cell's comparison in plain words: 'better at 5–20 NFE; never worse'."""
+    better, worse, measured = found["better"], found["worse"], found["measured"]
+    if not better and not worse:
+        return "no difference beyond noise"
+    if not worse:
+        return f"better at {nfe_words(better, measured)}" + ("" if better == measured else "; never worse")
+    if not better:
+        return f"worse at {nfe_words(worse, measured)}" + ("" if worse == measured else "; never better")
+    return f"better at {nfe_words(better, measured)}; worse at {nfe_words(worse, measured)}"
+
+
+def verdicts(records, metric: str = "excess_fd", rival: str = RIVAL) -> str:
+    """Every EVODiff variant against rival, per cell, in words (rows = cells, columns = variants).
+
+    A difference counts only when it exceeds NOISE_FACTOR x the combined split-half noise; the
+    NFEs where a variant is below every built-in sampler are added (no noise check).
+    """
+    variants = [s for s in dict.fromkeys(r["sampler"] for r in records) if cs.is_evodiff(s)]
+    found = {v: comparisons(records, metric, v, rival) for v in variants}
     cells = list(dict.fromkeys(r["cell"] for r in records))
-    nfes = sorted({r["nfe_target"] for r in records})
-    lines = [f"| {metric}: vs {rival} | " + " | ".join(cells) + " |", "|---" + "|---" * len(cells) + "|"]
-    for v in variants:
+    lines = [f"| {METRIC_NAMES[metric]}, against {rival} | " + " | ".join(variants) + " |",
+             "|---" + "|---" * len(variants) + "|"]
+    for cell in cells:
         row = []
-        for cell in cells:
-            better, worse, best = [], [], []
-            for nfe in nfes:
-                r, other = by_key.get((v, cell, nfe)), by_key.get((rival, cell, nfe))
-                if r is None or other is None:
-                    continue
-                noise = 2 * (r[f"{metric}_noise"] ** 2 + other[f"{metric}_noise"] ** 2) ** 0.5
-                diff = score(r[metric]) - score(other[metric])
-                (better if diff < -noise else worse if diff > noise else []).append(str(nfe))
-                rivals = [score(by_key[(b, cell, nfe)][metric]) for b in builtins if (b, cell, nfe) in by_key]
-                if rivals and score(r[metric]) < min(rivals):
-                    best.append(str(nfe))
-            text = f"better @{' '.join(better) or '–'}; worse @{' '.join(worse) or '–'}"
-            row.append(text + (f"; best of all @{' '.join(best)}" if best else ""))
-        lines.append(f"| {v} | " + " | ".join(row) + " |")
+        for v in variants:
+            f = found[v][cell]
+            best = f"; below every built-in at {nfe_words(f['best'], f['measured'])}" if f["best"] else ""
+            row.append(in_words(f) + best)
+        lines.append(f"| {cell} | " + " | ".join(row) + " |")
     return "\n".join(lines)
+
+
+def tally(found: dict) -> dict[str, int]:
+    """Counts of better / worse / tie over every cell of comparisons()."""
+    return {k: sum(len(f[k]) for f in found.values()) for k in ("better", "worse", "tie")}
+
+
+def is_quick(records) -> bool:
+    """Fewer samples per cell than the full run's: ties there may only be noise."""
+    return min(r["n_samples"] for r in records) < q.N_SAMPLES_FULL
+
+
+def summary(records, rival: str = RIVAL, full_minutes: int = FULL_MINUTES) -> str:
+    """The report's opening in plain words: per cell, where the default variant differs from the
+    rival beyond noise; and, for a quick run that ties most points, that it is too noisy."""
+    me = default_variant()
+    fd, rms = comparisons(records, "excess_fd", me, rival), comparisons(records, "rms", me, rival)
+    count = tally(fd)
+    points = sum(count.values())
+    n = min(r["n_samples"] for r in records)
+    lines = [f"**{me}** (the pack's default) against **{rival}**, cell by cell. A difference counts only when it "
+             f"is more than {NOISE_FACTOR:g}× the combined run-to-run noise (split-half standard error); smaller "
+             "ones are \"no difference beyond noise\".\n",
+             f"| cell | distribution error ({METRIC_NAMES['excess_fd']}) | per-sample error ({METRIC_NAMES['rms']}) |",
+             "|---|---|---|"]
+    lines += [f"| {cell} | {in_words(fd[cell])} | {in_words(rms[cell])} |" for cell in fd]
+    lines.append(f"\nBy {METRIC_NAMES['excess_fd']}, over {points} (cell, NFE) points: better at {count['better']}, "
+                 f"worse at {count['worse']}, no difference beyond noise at {count['tie']}.")
+    if is_quick(records):
+        if count["tie"] * 2 > points:
+            lines.append(f"\n**The quick run is too noisy to separate most samplers** ({count['tie']} of {points} "
+                         f"points are within noise at {n} samples per cell). Run `scripts/bench --full` "
+                         f"(about {full_minutes} min on 2 cores) for a conclusive answer.")
+        else:
+            lines.append(f"\nThis is the quick run ({n} samples per cell); `scripts/bench --full` (about "
+                         f"{full_minutes} min on 2 cores) measures {len(q.NFES_FULL)} NFEs at "
+                         f"{q.N_SAMPLES_FULL} samples.")
+    else:
+        lines.append(f"\nAt {n} samples per cell a tie means the two samplers agree to within what this "
+                     "benchmark can measure.")
+    return "\n".join(lines) + "\n"
+
+
+def cost_summary(cost_records, sampler: str | None = None) -> str:
+    """The cost in one clause: the range of the per-latent median ratios to dpmpp_2m and how they
+    sit against the threshold (by their IQR)."""
+    sampler = sampler or default_variant()
+    mine = [r for r in cost_records if r["sampler"] == sampler]
+    if not mine:
+        return "not measured"
+    ratios = sorted(r["ratio_to_dpmpp_2m"] for r in mine)
+    span = f"{ratios[0]:.2f}×" if len(ratios) == 1 else f"{ratios[0]:.2f}–{ratios[-1]:.2f}×"
+    text = f"{span} dpmpp_2m's per step over {len(mine)} latent sizes"
+    if "time_verdict" not in mine[0]:
+        return text + " (no spread recorded)"
+    counts = Counter(r["time_verdict"] for r in mine)
+    where = ", ".join(f"{word} at {counts[key]}" for key, word in
+                      (("above", f"above {THRESHOLD:g}× beyond noise"), ("within noise", "within noise of it"),
+                       ("below", "below it")) if counts[key])
+    memory = sum(not r["memory_ok"] for r in mine)
+    return text + f" ({where}" + (f"; memory over the margin at {memory}" if memory else "") + ")"
+
+
+def final_verdict(records, cost_records) -> str:
+    """The run's last line: the default variant against the rival, and its cost, in one sentence."""
+    me = default_variant()
+    count = tally(comparisons(records, "excess_fd", me, RIVAL))
+    points = sum(count.values())
+    noisy = "; too noisy to separate most points, run scripts/bench --full" if (
+        is_quick(records) and count["tie"] * 2 > points) else ""
+    cost = cost_summary(cost_records, me) if cost_records else "not measured (--no-cost)"
+    return (f"[bench] verdict: {me} beats {RIVAL} beyond noise at {count['better']} of {points} points "
+            f"(excess FD), loses at {count['worse']}{noisy}; cost {cost}")
 
 
 def ranks(records, metrics=("excess_fd", "rms"), nfes=q.NFES_MATRIX) -> str:
@@ -108,16 +241,12 @@ def ranks(records, metrics=("excess_fd", "rms"), nfes=q.NFES_MATRIX) -> str:
     by_key = {(r["sampler"], r["cell"], r["nfe_target"]): r for r in records}
     lines = [f"| rank of {len(samplers)} at NFE {'/'.join(map(str, nfes))} | " + " | ".join(cells) + " |",
              "|---" + "|---:" * len(cells) + "|"]
-    for v in (s for s in samplers if s.startswith("evodiff")):
+    for v in (s for s in samplers if cs.is_evodiff(s)):
         for metric in metrics:
-            score = abs if metric == "excess_fd" else (lambda x: x)
-            row = []
-            for cell in cells:
-                row.append(" / ".join(
-                    str(1 + sum(score(by_key[(o, cell, n)][metric]) < score(by_key[(v, cell, n)][metric])
-                                for o in samplers if (o, cell, n) in by_key))
-                    for n in nfes if (v, cell, n) in by_key))
-            lines.append(f"| {v}, {metric} | " + " | ".join(row) + " |")
+            score = lambda o, c, n: metric_score(metric, by_key[(o, c, n)][metric])  # noqa: E731
+            rank = lambda c, n: 1 + sum(score(o, c, n) < score(v, c, n) for o in samplers if (o, c, n) in by_key)  # noqa: E731
+            row = [" / ".join(str(rank(cell, n)) for n in nfes if (v, cell, n) in by_key) for cell in cells]
+            lines.append(f"| {v}, {METRIC_NAMES[metric]} | " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
@@ -157,77 +286,108 @@ def cost_report(records) -> str:
             f"memory ≤ dpmpp_2m's + 1 latent.\n\n" + cost_table(records) + "\n")
 
 
-def plot(records, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cells = list(dict.fromkeys(r["cell"] for r in records))
-    samplers = list(dict.fromkeys(r["sampler"] for r in records))
-    cols = 3
-    rows = (len(cells) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
-    variant_colors = iter(["black", "crimson", "darkviolet", "darkgoldenrod"])
-    builtin_colors = iter(c for i, c in enumerate(plt.get_cmap("tab10").colors) if i != 3)  # no red
-    styles = {s: dict(color=next(variant_colors), lw=2.4, ls="-") if s.startswith("evodiff")
-              else dict(color=next(builtin_colors), lw=1.0, ls="--") for s in samplers}
-    nfes = sorted({r["nfe_target"] for r in records})
-    for ax, cell in zip(axes.flat, cells):
-        for s in samplers:
-            pts = sorted((r["nfe"], r["rms"]) for r in records if r["cell"] == cell and r["sampler"] == s)
-            ax.plot(*zip(*pts), marker="o", ms=3, label=s, **styles[s])
-        ax.set_yscale("log")
-        ax.set_xticks(nfes)
-        ax.set_title(cell, fontsize=9)
-        ax.set_xlabel("NFE (measured)", fontsize=8)
-        ax.grid(alpha=0.3, which="both")
-        ax.tick_params(labelsize=7)
-    for ax in axes.flat[len(cells):]:
-        ax.axis("off")
-    axes[0][0].set_ylabel("RMS error vs exact ODE", fontsize=8)
-    if rows > 1:
-        axes[1][0].set_ylabel("RMS error vs converged ODE", fontsize=8)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), fontsize=7, frameon=False)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=72)
-    plt.close(fig)
+def cost_report(records) -> str:
+    return (f"Overhead per step with a trivial model, the model's own time subtracted: the median of the "
+            f"repeats (min–max), and the ratio to dpmpp_2m as the median of the paired repeats (they ran "
+            f"side by side) with its spread: the interquartile range, or the whole range below 4 repeats. "
+            f"The time verdict compares that spread with the {THRESHOLD:g}× threshold: below, above, or "
+            f"within noise when the spread straddles it. Peak memory should stay within dpmpp_2m's + 1 "
+            f"latent.\n\n" + cost_table(records) + "\n")
 
 
-def readme_section(results: dict) -> str:
-    """The README's bench section body, from a results.json of `scripts/bench --full`."""
+def report_markdown(results: dict, title: str) -> str:
+    """bench_out/report.md: the summary in plain words first, then the run, the noise and the tables."""
     records, cost_records = results["quality"], results["cost"]
-    cells = list(dict.fromkeys(r["cell"] for r in records))
-    out = [results["header"],
-           "![RMS error against the exact (mixture) or converged (digits) ODE solution, by NFE]"
-           "(benchmark.png)\n",
-           "#### Where EVODiff wins and loses, by NFE (automatic; a difference counts when it exceeds "
-           "twice the combined split-half noise; NFEs not listed are ties)\n",
-           verdicts(records, "excess_fd") + "\n", verdicts(records, "rms") + "\n",
-           "Rank among all samplers (1 = best; excess FD by |value|, not noise-checked):\n",
-           ranks(records) + "\n",
-           "#### Excess FD at 5, 8 and 10 NFE (lower |value| is better)\n"]
+    md = [f"# {title}\n", "## Summary\n", summary(records),
+          f"Last line of the run: {final_verdict(records, cost_records).removeprefix('[bench] ')}\n",
+          "## This run\n", results["header"],
+          "## Exact ODE solutions (convergence check by refinement)\n", references_table(results["references"]) + "\n",
+          "## Run-to-run noise (split-half standard error)\n", noise_table(records) + "\n",
+          "## Every EVODiff variant against dpmpp_2m\n", verdicts(records, "excess_fd") + "\n",
+          verdicts(records, "rms") + "\n", ranks(records) + "\n",
+          "## Quality\n", quality_report(records)]
+    if cost_records:
+        md += ["## Cost\n", cost_report(cost_records)]
+    return "\n".join(md)
+
+
+METHOD = """\
+Every sampler runs exactly as ComfyUI's KSampler runs it: real `comfy.model_sampling` objects
+(SD1.5 EPS with the karras and normal schedulers, SD3 flow with shift 3 and the simple
+scheduler), `comfy.samplers.calculate_sigmas`, and `KSAMPLER.sample` with its noise scaling. The
+model is replaced by a problem whose right answer is known:
+
+* **mixture**: a 10-component Gaussian mixture in 64 dimensions (anisotropic, unequal weights).
+  Its denoiser is exact, so every error is the sampler's.
+* **digits**: a small learned denoiser (EDM preconditioning) on scikit-learn's 8×8 digits. Here
+  the right answer is the same model solved to convergence, so model error does not count.
+
+**The exact solution** is the probability-flow ODE from the same starting noise, solved with
+RK4 in log sigma with many steps; doubling the steps changes it by the RMS shown under
+*Exact solutions* below (far under every difference reported).
+
+**NFE** is the number of model calls, counted, never assumed (a sampler that cannot hit a target
+exactly shows the NFE it used as `@n`).
+
+**The metrics**, lower is better:
+
+* *FD to the exact solution* (the figures): the Fréchet distance between the sampler's samples
+  and the exact solution's samples from the same noise (raw 64 dimensions for the mixture, the
+  64 features of a small digit classifier for digits). 0 means the same distribution.
+* *Excess FD* (the verdicts): the FD of the sampler's samples to the data minus the exact
+  solution's FD to the data, i.e. how much distribution quality the sampler loses. It can come
+  out slightly negative by chance, so it is ranked by its size.
+* *RMS error*: how far each sample lands from where the exact solution puts it from the same
+  noise, averaged over every pixel. It sees per-sample errors that leave the distribution alone.
+
+**Noise**: each metric is also computed on the two halves of the samples; half their difference
+is the standard error of the full estimate. A difference between two samplers counts only when
+it is more than twice their combined noise; smaller ones are ties.
+"""
+
+
+def figure_markdown(alt: str, caption: str, name: str) -> str:
+    return f"![{alt}]({name})\n\n*{caption}*\n"
+
+
+def benchmarks_markdown(results: dict, headline: tuple[str, str, str], figures: list[tuple[str, str, str]],
+                        guided_summary: str = "") -> str:
+    """docs/benchmarks.md, written whole by `scripts/bench --full`: the summary in plain words, the
+    method, the figures and every table. ``headline`` and each of ``figures``: (alt text, caption,
+    file name in docs/); ``guided_summary``: stress.md's summary list, quoted under the headline."""
+    records, cost_records = results["quality"], results["cost"]
+    out = ["# Benchmarks: quality per NFE and cost per step\n",
+           "Written by `scripts/bench --full` from its own run (the unguided cells, the cost per step, the digit "
+           "grid). The guided figure comes from `python -m bench.stress_heldout` (held-out noise seed), which "
+           "writes it with [stress.md](stress.md), the guided and wide-range tables. Do not edit by hand.\n",
+           "## Summary\n",
+           "**Guided sampling** (classifier-free guidance, as most images are made): [stress.md](stress.md) has "
+           + ("the tables; its summary of all its cells, guided and not:\n" if guided_summary
+              else "the tables and its own summary.\n"),
+           figure_markdown(*headline)]
+    if guided_summary:
+        out.append(guided_summary)
+    out.append("**Unguided cells of this run**: " + summary(records))
+    if cost_records:
+        out.append(f"**Cost**: {cost_summary(cost_records)}; table below.\n")
+    out += ["## Method\n", METHOD, "## Figures\n"]
+    out += [figure_markdown(*f) for f in figures]
+    out += ["## This run\n", results["header"],
+            "## Where each EVODiff variant wins and loses against dpmpp_2m\n",
+            verdicts(records, "excess_fd") + "\n", verdicts(records, "rms") + "\n",
+            "Rank among all samplers (1 = best; excess FD by its size, not noise-checked):\n",
+            ranks(records) + "\n", "## Excess FD at 5, 8 and 10 NFE\n"]
     for nfe in q.NFES_MATRIX:
         out.append(f"NFE {nfe}:\n\n" + q.table(records, "excess_fd", where={"nfe_target": nfe}) + "\n")
-    out.append("#### Cost per step (model excluded) and peak memory\n")
-    out.append(cost_report(cost_records))
-    for cell in cells:
+    if cost_records:
+        out += ["## Cost per step (model excluded) and peak memory\n", cost_report(cost_records)]
+    out.append("## Every cell by NFE\n")
+    for cell in dict.fromkeys(r["cell"] for r in records):
         problem = next(r["problem"] for r in records if r["cell"] == cell)
         out.append(f"<details><summary>{cell}: RMS error, excess FD, "
                    f"{'component changes' if problem == 'mixture' else 'FD to converged / to data'} by NFE</summary>\n")
         out += cell_tables(records, cell)
         out.append("</details>\n")
-    out.append("<details><summary>Exact solutions (convergence check) and run-to-run noise</summary>\n")
-    out.append(references_table(results["references"]) + "\n")
-    out.append(noise_table(records) + "\n")
-    out.append("</details>\n")
+    out += ["## Exact solutions (convergence check) and run-to-run noise\n",
+            references_table(results["references"]) + "\n", noise_table(records) + "\n"]
     return "\n".join(out)
-
-
-if __name__ == "__main__":
-    import json
-    import sys
-
-    print(readme_section(json.loads(Path(sys.argv[1]).read_text())))

@@ -142,20 +142,25 @@ def reference(cell: Cell, seeds: tuple[int, ...], n_per_seed: int, ode_steps: in
         prob = problem(cell.problem)
         noise = noise_for(prob, seeds, n_per_seed)
         labels = labels_for(prob, seeds, n_per_seed) if cell.cfg is not None else None
-        sigmas = cs.sigmas_for(BASELINE, cell.family, cell.scheduler, 10)
-        x_start = cs.initial_latent(cell.family, sigmas, noise)
-        solve = lambda idx, steps: exact_solution(  # noqa: E731
-            prob, cell.family, x_start[idx], float(sigmas[0]), steps,
-            denoiser(cell, None if labels is None else labels[idx]))
-        x = solve(slice(None), ode_steps)
+        x, sigma_start = exact(cell, noise, labels, ode_steps)
         few = slice(0, min(128, len(x)))
         feats = prob.features(x)
+        finer, _ = exact(cell, noise[few], None if labels is None else labels[few], 2 * ode_steps)
         _references[key] = Reference(
-            noise=noise, labels=labels, x=x, sigma_start=float(sigmas[0]), features=feats,
+            noise=noise, labels=labels, x=x, sigma_start=sigma_start, features=feats,
             target=FrechetTarget(*moments(feats)), components=prob.components(x),
-            refinement_rms=rms_error(x[few], solve(few, 2 * ode_steps)),
-            seconds=time.perf_counter() - start)
+            refinement_rms=rms_error(x[few], finer), seconds=time.perf_counter() - start)
     return _references[key]
+
+
+def exact(cell: Cell, noise: torch.Tensor, labels: torch.Tensor | None, ode_steps: int) -> tuple[torch.Tensor, float]:
+    """(x(0), start sigma): the cell's (guided) probability-flow ODE solved with RK4 from the latent
+    KSAMPLER makes of ``noise``; row b is conditioned on labels[b]."""
+    sigmas = cs.sigmas_for(BASELINE, cell.family, cell.scheduler, 10)
+    x_start = cs.initial_latent(cell.family, sigmas, noise)
+    x = exact_solution(problem(cell.problem), cell.family, x_start, float(sigmas[0]), ode_steps,
+                       denoiser(cell, labels))
+    return x, float(sigmas[0])
 
 
 def references_summary() -> list[dict]:
@@ -384,13 +389,19 @@ def cell_table(records: list[dict], cell: str, value: str = "fd") -> str:
 
 
 def verdict_line(records: list[dict], cell: str) -> str:
-    """Per EVODiff sampler in the cell: its verdict against the rival at each NFE, and where it is best."""
+    """Per EVODiff sampler in the cell, in words: where it beat, tied and lost to the rival, and
+    where its FD was the lowest of all."""
     out = []
     for s in dict.fromkeys(r["sampler"] for r in records if r["cell"] == cell and cs.is_evodiff(r["sampler"])):
         rs = sorted((r for r in records if r["cell"] == cell and r["sampler"] == s), key=lambda r: r["nfe_target"])
-        marks = ", ".join(f"{r['nfe_target']}: {r.get('vs_rival') or '–'}" for r in rs)
-        best = " ".join(str(r["nfe_target"]) for r in rs if r.get("best_of_all")) or "–"
-        out.append(f"{s} vs {RIVAL}: {marks}; best of all @ {best}.")
+        measured = [r["nfe_target"] for r in rs if r.get("vs_rival")]
+        at = lambda verdict: [r["nfe_target"] for r in rs if r.get("vs_rival") == verdict]  # noqa: E731
+        parts = [f"{word} {report.nfe_words(at(verdict), measured)}" for verdict, word in
+                 (("won", "better at"), ("lost", "worse at"), ("tie", "no difference beyond noise at")) if at(verdict)]
+        best = [r["nfe_target"] for r in rs if r.get("best_of_all")]
+        if best:
+            parts.append(f"lowest FD of all samplers at {report.nfe_words(best, [r['nfe_target'] for r in rs])}")
+        out.append(f"{s} against {RIVAL}: " + ("; ".join(parts) or "not compared") + ".")
     return "  \n".join(out)
 
 
@@ -430,14 +441,14 @@ def markdown(records: list[dict], refs: list[dict], header: str, title: str) -> 
     return "\n".join(parts)
 
 
-def _jsonable(value):
+def jsonable(value):
     """results.json is strict JSON: non-finite floats become null (records keep `finite`)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
+        return {k: jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     return value
 
 
@@ -481,7 +492,7 @@ def main(argv=None) -> int:
     header = report.header(command, seconds, settings_text, digest)
     title = f"EVODiff stress matrix ({'full' if args.full else 'quick'})"
     (out / "report.md").write_text(markdown(records, refs, header, title))
-    (out / "results.json").write_text(json.dumps(_jsonable(dict(
+    (out / "results.json").write_text(json.dumps(jsonable(dict(
         command=command, header=header, seconds=seconds, settings=settings, seed=seed,
         cells=[asdict(c) | {"name": c.name} for c in cells], references=refs, summary=summary(records),
         records=records)), indent=1))

@@ -1,0 +1,192 @@
+"""The benchmark's figures: the README's headline panel and the per-cell small multiples.
+
+Every figure is drawn for a reader at GitHub width: 8 inches wide at 150 dpi, so shown about
+800 px wide every font is at least 12 pt at 100 dpi. The default EVODiff sampler is the thick
+black line on top; the rival (dpmpp_2m) is blue, Euler faint grey, the other samplers muted.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from . import comfy_samplers as cs
+from .report import RIVAL, nfe_words
+
+WIDTH_IN = 8.0        # inches; shown ~800 px wide, so 1 pt at 100 dpi = 1 pt here
+DPI = 150
+FONT = 13             # every label; titles are larger, nothing is smaller than 12
+BASELINE = "euler"    # the first-order floor, drawn faint (bench.stress.BASELINE)
+
+EMPHASIS = dict(color="black", lw=3.2, marker="o", ms=6, zorder=6)
+RIVAL_STYLE = dict(color="tab:blue", lw=2.2, marker="s", ms=5, zorder=4)
+BEST_STYLE = dict(color="tab:orange", lw=2.2, ls="--", marker="^", ms=6, zorder=5)
+BASELINE_STYLE = dict(color="0.55", lw=1.6, ls=":", zorder=3)
+VARIANT_COLORS = ("crimson", "darkviolet", "darkgoldenrod")   # the other EVODiff variants, in order
+OTHER_STYLE = dict(color="0.8", lw=1.0, zorder=1)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"font.size": FONT, "axes.titlesize": FONT + 1, "axes.labelsize": FONT,
+                         "xtick.labelsize": 12, "ytick.labelsize": 12, "legend.fontsize": 12})
+    return plt
+
+
+def _nfe_axis(ax, nfes):
+    ax.set_xscale("log")
+    ax.set_xticks(nfes)
+    ax.set_xticklabels([str(n) for n in nfes])
+    ax.minorticks_off()
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3, which="major")
+
+
+def _save(fig, path: Path):
+    """PNG with a 256-colour palette (a third of the bytes, the same look); no version string in
+    the metadata, so the same figure gives the same bytes on every run."""
+    import io
+
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=DPI, format="png", facecolor="white")
+    plt.close(fig)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.open(buffer).convert("RGB").quantize(256).save(path, optimize=True)
+
+
+def geometric_mean(values) -> float:
+    values = list(values)
+    return math.exp(sum(math.log(v) for v in values) / len(values))
+
+
+def guided_aggregate(records, sampler: str = cs.EVODIFF_PREFIX, value: str = "fd") -> dict:
+    """The headline's numbers from stress records, over the guided cells (cfg set):
+
+    {'cells', 'nfes', 'builtins', 'lines': {name: [geometric mean of FD per NFE]}, 'best_single'}:
+    lines for sampler, RIVAL, BASELINE and 'best built-in', the last taking, in each cell at each
+    NFE, the lowest FD of every built-in sampler run there (an oracle that always picks right);
+    best_single: per NFE, (name, value) of the one built-in with the lowest geometric mean. A
+    failed or non-finite run counts as an infinite FD, so its sampler's mean is infinite there.
+    """
+    guided = [r for r in records if r.get("cfg") is not None]
+    cells = list(dict.fromkeys(r["cell"] for r in guided))
+    nfes = sorted({r["nfe_target"] for r in guided})
+    ok = lambda r: r["finite"] and r.get("error") is None and r[value] is not None   # noqa: E731
+    at = {(r["sampler"], r["cell"], r["nfe_target"]): r[value] if ok(r) else math.inf for r in guided}
+    builtins = [s for s in dict.fromkeys(r["sampler"] for r in guided) if not cs.is_evodiff(s)]
+
+    def line(pick):
+        return [geometric_mean(pick(cell, nfe) for cell in cells) for nfe in nfes]
+
+    lines = {name: line(lambda c, n, name=name: at[(name, c, n)]) for name in (sampler, RIVAL, BASELINE)}
+    lines["best built-in"] = line(lambda c, n: min(at[(b, c, n)] for b in builtins if (b, c, n) in at))
+    every = {b: line(lambda c, n, b=b: at[(b, c, n)]) for b in builtins}
+    single = [min(((b, every[b][i]) for b in builtins), key=lambda bv: bv[1]) for i in range(len(nfes))]
+    return dict(cells=cells, nfes=nfes, builtins=builtins, lines=lines, best_single=single)
+
+
+def headline_reading(agg: dict, sampler: str = cs.EVODIFF_PREFIX) -> str:
+    """The figure in one sentence: at which NFEs the sampler's line is below or above the others."""
+    nfes, mine = agg["nfes"], agg["lines"][sampler]
+
+    def against(name):
+        below = [n for n, a, b in zip(nfes, mine, agg["lines"][name]) if a < b]
+        above = [n for n in nfes if n not in below]
+        name = "the best built-in per problem" if name == "best built-in" else name
+        if not above:
+            return f"below {name} at every NFE"
+        if not below:
+            return f"above {name} at every NFE"
+        return f"below {name} at {nfe_words(below, nfes)} and above it at {nfe_words(above, nfes)}"
+
+    return f"{sampler} is {against(RIVAL)}; {against('best built-in')} (geometric means, not noise-checked)."
+
+
+def headline_caption(n_cells: int, n_builtins: int) -> str:
+    """One sentence that says what each line is and how the cells are combined."""
+    return (f"FD between each sampler's samples and the exact ODE solution's from the same noise (lower is "
+            f"better), as the geometric mean over the {n_cells} guided problems of the held-out stress run "
+            f"(cfg 1–7; SD1.5, EDM and flow schedules), so that every problem counts the same whatever its "
+            f"scale; \"best built-in\" takes, for every problem and NFE separately, the lowest FD of "
+            f"ComfyUI's {n_builtins} deterministic built-in samplers run there.")
+
+
+def headline_figure(records, path: Path, sampler: str = cs.EVODIFF_PREFIX) -> dict:
+    """The README's one panel (guided cells, see guided_aggregate); returns the aggregate drawn."""
+    agg = guided_aggregate(records, sampler)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(WIDTH_IN, 5.0))
+    lines, nfes = agg["lines"], agg["nfes"]
+    ax.plot(nfes, lines[BASELINE], label=f"{BASELINE} (first order)", **BASELINE_STYLE)
+    ax.plot(nfes, lines[RIVAL], label=RIVAL, **RIVAL_STYLE)
+    ax.plot(nfes, lines["best built-in"], label=f"best of {len(agg['builtins'])} built-ins, per problem",
+            **BEST_STYLE)
+    ax.plot(nfes, lines[sampler], label=f"{sampler} (this pack)", **EMPHASIS)
+    _nfe_axis(ax, nfes)
+    ax.set_xlabel("model calls (NFE)")
+    ax.set_ylabel("FD to the exact solution\n(geometric mean; lower is better)")
+    ax.set_title(f"Guided sampling: {len(agg['cells'])} problems, cfg 1–7", fontsize=FONT + 2)
+    ax.legend(loc="lower left", frameon=True, framealpha=0.9)
+    fig.tight_layout()
+    _save(fig, path)
+    return agg
+
+
+def _styles(samplers, emphasised: str) -> dict[str, tuple[dict, str | None]]:
+    """{sampler: (line style, legend label or None for the muted crowd)}."""
+    variants = iter(VARIANT_COLORS)
+    out = {}
+    for s in samplers:
+        if s == emphasised:
+            out[s] = EMPHASIS, f"{s} (default)"
+        elif s == RIVAL:
+            out[s] = RIVAL_STYLE, s
+        elif s == BASELINE:
+            out[s] = BASELINE_STYLE, s
+        elif cs.is_evodiff(s):
+            out[s] = dict(color=next(variants), lw=1.6, ls="-.", zorder=3), s
+        else:
+            out[s] = OTHER_STYLE, None
+    return out
+
+
+def cells_figure(records, path: Path, value: str, ylabel: str, emphasised: str, columns: int = 2,
+                 title: str | None = None) -> None:
+    """Small multiples: one panel per cell, ``value`` by NFE, log-log; failed runs left out."""
+    plt = _pyplot()
+    cells = list(dict.fromkeys(r["cell"] for r in records))
+    samplers = list(dict.fromkeys(r["sampler"] for r in records))
+    # muted first, the emphasised sampler last, so it is drawn on top
+    styles = _styles(samplers, emphasised)
+    order = sorted(samplers, key=lambda s: styles[s][0]["zorder"])
+    rows = math.ceil(len(cells) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(WIDTH_IN * columns / 2, 3.2 * rows + 1.0), squeeze=False,
+                             layout="constrained")
+    nfes = sorted({r["nfe_target"] for r in records})
+    for ax, cell in zip(axes.flat, cells):
+        for s in order:
+            pts = sorted((r["nfe"], r[value]) for r in records if r["cell"] == cell and r["sampler"] == s
+                         and r.get(value) is not None and r[value] > 0 and math.isfinite(r[value]))
+            style, label = styles[s]
+            if pts:
+                ax.plot(*zip(*pts), label=label, **dict(style, ms=4 if s == emphasised else 3))
+        _nfe_axis(ax, nfes)
+        ax.set_title(cell)
+    for ax in axes.flat[len(cells):]:
+        ax.axis("off")
+    for ax in axes[:, 0]:
+        ax.set_ylabel(ylabel)
+    for ax in axes[-1]:
+        ax.set_xlabel("NFE")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    handles, labels = handles[::-1] + [plt.Line2D([], [], **OTHER_STYLE)], labels[::-1] + ["other built-ins"]
+    # the title heads the legend: a suptitle and an outside legend collide in constrained layout
+    fig.legend(handles, labels, loc="outside upper center", ncol=3, frameon=False, title=title,
+               title_fontproperties={"size": FONT + 2})
+    _save(fig, path)
