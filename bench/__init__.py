@@ -2,12 +2,13 @@
 
 Command line (from the repo root; `scripts/bench` sets up .venv and OMP_NUM_THREADS=1):
 
-    scripts/bench                      # quick: NFE 5/8/10, 512 samples, < 2 min, bench_out/
-    scripts/bench --full               # the README's tables and plot (NFE 5..25, 2048 samples)
+    scripts/bench                      # quick: NFE 5/8/10, 512 samples, ~1 min 45 s, bench_out/
+    scripts/bench --full               # docs/benchmarks.md and its figures (NFE 5..25, 2048 samples)
+    python -m bench.stress_heldout     # docs/stress.md and the README's headline figure
     scripts/bench --heldout            # the held-out noise seed (quality.HELDOUT_SEED)
     scripts/bench --seed 3 --samplers evodiff:improved,dpmpp_2m --no-cost --out bench_out/try
 
-Python API (issue 5's matrix: {EPS karras, EPS normal, flow shift 3} x {mixture, digits}):
+Python API (the unguided matrix: {EPS karras, EPS normal, flow shift 3} x {mixture, digits}):
 
     from bench import quality
     records = quality.run_matrix(samplers=["evodiff:improved", "evodiff:reference", "dpmpp_2m"],
@@ -25,5 +26,6 @@ pay for the samplers (about 1 s per sampler and NFE for the six cells at 512 sam
 
 Modules: comfy_samplers (real ComfyUI schedules/samplers, counting model), problems (the
 Gaussian mixture and the learned digits denoiser, exact ODE solutions), metrics, quality,
-cost, learned (training: `python -m bench.learned`), report (markdown and plot).
+cost, learned (training: `python -m bench.learned`), report (markdown), figures (plots),
+digits_grid (the README's digit picture), stress and stress_heldout (guidance, wide ranges).
 """
