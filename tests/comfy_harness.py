@@ -8,8 +8,6 @@ Nothing here is imported by the pack.
 """
 from __future__ import annotations
 
-import asyncio
-import inspect
 import logging
 import shutil
 import tempfile
@@ -19,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from tools.comfyui_runtime import PACK_DIR, prepare_comfyui
+from tools.comfyui_runtime import (PACK_DIR, comfyui_version, load_nodes, prepare_comfyui, prompt_executor,
+                                   validate_prompt, with_cfg_override)
 
 SAMPLER_NODE = "SamplerEVODiff"
 TINY_SD15 = "evodiff_test_tiny_sd15.safetensors"
@@ -43,7 +42,6 @@ class Runtime:
     work_dir: Path
     pack_module_name: str
     nodes: object = field(repr=False)
-    execution: object = field(repr=False)
 
 
 def _initialise_weights(module: torch.nn.Module, seed: int) -> torch.nn.Module:
@@ -164,8 +162,30 @@ class EVODiffTestCaptureLatent:
         return {}
 
 
-TEST_NODES = {cls.__name__: cls for cls in
-              (EVODiffTestConditioning, EVODiffTestCheckpoint, EVODiffTestCLIP, EVODiffTestCaptureLatent)}
+class EVODiffTestCFGOverride:
+    """CFGOverride's inputs and effect, for ComfyUI versions older than that node (0.33)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        percent = {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.001}
+        return {"required": {"model": ("MODEL",), "cfg": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 100.0}),
+                             "start_percent": ("FLOAT", percent), "end_percent": ("FLOAT", percent)}}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "patch"
+    CATEGORY = "_evodiff_test"
+
+    def patch(self, model, cfg, start_percent, end_percent):
+        return (with_cfg_override(model, cfg, start_percent, end_percent),)
+
+
+TEST_NODES = {cls.__name__: cls for cls in (EVODiffTestConditioning, EVODiffTestCheckpoint, EVODiffTestCLIP,
+                                            EVODiffTestCaptureLatent, EVODiffTestCFGOverride)}
+
+
+def cfg_override_node(runtime) -> str:
+    """ComfyUI's CFGOverride where the running version has it, else the test stand-in."""
+    return "CFGOverride" if "CFGOverride" in runtime.nodes.NODE_CLASS_MAPPINGS else "EVODiffTestCFGOverride"
 
 
 class _Server:
@@ -188,31 +208,13 @@ class _Server:
 def boot() -> Runtime:
     comfy_dir = prepare_comfyui()
     torch.set_num_threads(1)
-    import comfyui_version
-    import folder_paths
-
     work_dir = Path(tempfile.mkdtemp(prefix="evodiff-comfy-"))
-    for name in ("output", "temp", "input", "user", "models/diffusion_models", "models/vae"):
-        (work_dir / name).mkdir(parents=True, exist_ok=True)
-    folder_paths.set_output_directory(str(work_dir / "output"))
-    folder_paths.set_temp_directory(str(work_dir / "temp"))
-    folder_paths.set_input_directory(str(work_dir / "input"))
-    if hasattr(folder_paths, "set_user_directory"):
-        folder_paths.set_user_directory(str(work_dir / "user"))
-    folder_paths.add_model_folder_path("diffusion_models", str(work_dir / "models/diffusion_models"))
-    folder_paths.add_model_folder_path("vae", str(work_dir / "models/vae"))
-
-    import execution
-    import nodes
-
     logging.getLogger().setLevel(logging.WARNING)  # ComfyUI's import chatter
-    asyncio.run(nodes.init_builtin_extra_nodes())
-    if not asyncio.run(nodes.load_custom_node(str(PACK_DIR))):
-        raise RuntimeError(f"ComfyUI could not load the pack at {PACK_DIR}; see the log above.")
+    nodes = load_nodes(work_dir, PACK_DIR)
     nodes.NODE_CLASS_MAPPINGS.update(TEST_NODES)
     write_tiny_models(work_dir / "models")
-    return Runtime(comfy_dir=comfy_dir, version=comfyui_version.__version__, work_dir=work_dir,
-                   pack_module_name=load_name(), nodes=nodes, execution=execution)
+    return Runtime(comfy_dir=comfy_dir, version=comfyui_version(), work_dir=work_dir,
+                   pack_module_name=load_name(), nodes=nodes)
 
 
 def load_name() -> str:
@@ -225,12 +227,8 @@ def shutdown(runtime: Runtime) -> None:
 
 
 def make_executor(runtime: Runtime):
-    """PromptExecutor without caching; its constructor changed between 0.3.64 and 0.3.75."""
-    params = inspect.signature(runtime.execution.PromptExecutor.__init__).parameters
-    server = _Server()
-    if "cache_args" in params:
-        return runtime.execution.PromptExecutor(server, cache_args={"lru": 0, "ram": 0})
-    return runtime.execution.PromptExecutor(server, cache_size=0)
+    """A PromptExecutor without caching, reporting to a _Server (tools/comfyui_runtime.py)."""
+    return prompt_executor(_Server())
 
 
 class PromptFailed(AssertionError):
@@ -238,9 +236,8 @@ class PromptFailed(AssertionError):
 
 
 def validate(runtime: Runtime, prompt: dict):
-    """execution.validate_prompt; returns (ok, error, outputs, node_errors)."""
-    result = asyncio.run(runtime.execution.validate_prompt(str(uuid.uuid4()), prompt, None))
-    return result[0], result[1], result[2], result[3]
+    """ComfyUI's prompt validation; returns (ok, error, outputs, node_errors)."""
+    return validate_prompt(prompt)
 
 
 def run_prompt(runtime: Runtime, prompt: dict, executor=None):

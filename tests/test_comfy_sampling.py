@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import comfy_harness as h
+from tools.comfyui_runtime import progress_hook as installed_progress_hook
 
 pytestmark = pytest.mark.comfy
 
@@ -220,11 +221,9 @@ def test_inpainting_mask_keeps_the_unmasked_region(comfyui):
 @pytest.fixture
 def progress_hook():
     import comfy.model_management
-    import comfy.utils
 
     updates = []
     actions = {}
-    previous = comfy.utils.PROGRESS_BAR_HOOK
 
     def hook(value, total, preview, *args, **kwargs):
         updates.append((value, total))
@@ -232,9 +231,8 @@ def progress_hook():
             actions[value]()
         comfy.model_management.throw_exception_if_processing_interrupted()  # as main.py's hook does
 
-    comfy.utils.set_progress_bar_global_hook(hook)
-    yield updates, actions
-    comfy.utils.set_progress_bar_global_hook(previous)
+    with installed_progress_hook(hook):
+        yield updates, actions
 
 
 def test_progress_bar_gets_one_update_per_step(comfyui, progress_hook):

@@ -7,7 +7,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import comfy_harness as h
-from tools.comfyui_runtime import PACK_DIR
+from tools.comfyui_runtime import PACK_DIR, server_command
 
 pytestmark = [pytest.mark.comfy, pytest.mark.slow]
 TESTS_DIR = Path(__file__).resolve().parent
@@ -67,13 +66,11 @@ def get_json(url, data=None, timeout=10):
 def server(comfyui, tmp_path):
     tree, base, port = launcher_tree(comfyui.comfy_dir, tmp_path), base_directory(tmp_path), free_port()
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    stubs = str(PACK_DIR / "tools" / "stubs")
-    if stubs in sys.path:  # the in-process boot needed the torchvision stub, so will the server
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [stubs, env.get("PYTHONPATH")]))
     log = open(tmp_path / "server.log", "w")
     process = subprocess.Popen(
-        [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-         "--base-directory", str(base), "--disable-auto-launch", "--disable-api-nodes"],
+        server_command("--cpu", "--listen", "127.0.0.1", "--port", str(port), "--base-directory", str(base),
+                       "--disable-auto-launch", "--disable-api-nodes",
+                       "--database-url", "sqlite:///:memory:"),  # never a database file in the tree
         cwd=tree, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
