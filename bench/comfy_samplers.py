@@ -18,10 +18,14 @@ from functools import lru_cache
 
 import torch
 
-from tools.comfyui_runtime import PACK_DIR, prepare_comfyui
+from tools.comfyui_runtime import PACK_DIR, model_patcher, prepare_comfyui
 
 BUILTIN_SAMPLERS = ("euler", "heun", "dpmpp_2m", "deis", "ipndm", "res_multistep",
                     "gradient_estimation", "uni_pc", "uni_pc_bh2")
+# Deterministic samplers newer than 0.3.75, baselines wherever the running ComfyUI has them
+# (exp_heun_2_x0: 0.33). Left out: cfgpp_ud10_ab (0.38) and every *_cfg_pp sampler, which take
+# their uncond prediction from CFGGuider's post-CFG hook; the benchmark's model is not a guider.
+NEWER_DETERMINISTIC = ("exp_heun_2_x0",)
 EVODIFF_PREFIX = "evodiff"
 # Deterministic (ODE) samplers of ComfyUI beyond BUILTIN_SAMPLERS, used where the running ComfyUI
 # has them. Left out on purpose: ancestral/SDE/stochastic ones (they draw noise), *_cfg_pp (they
@@ -96,14 +100,25 @@ def evodiff_variants() -> tuple[str, ...]:
     return tuple(f"{EVODIFF_PREFIX}:{v}" for v in VARIANTS)
 
 
+def offered(names) -> tuple[str, ...]:
+    """Those of ``names`` the running ComfyUI offers as samplers (KSampler's list)."""
+    available = comfyui().samplers.SAMPLER_NAMES
+    return tuple(s for s in names if s in available)
+
+
+def baseline_samplers() -> tuple[str, ...]:
+    """ComfyUI's samplers the benchmark compares against: BUILTIN_SAMPLERS, then the
+    NEWER_DETERMINISTIC ones the running ComfyUI has."""
+    return BUILTIN_SAMPLERS + offered(NEWER_DETERMINISTIC)
+
+
 def all_samplers() -> tuple[str, ...]:
-    return evodiff_variants() + BUILTIN_SAMPLERS
+    return evodiff_variants() + baseline_samplers()
 
 
 def extra_deterministic_samplers() -> tuple[str, ...]:
     """The EXTRA_DETERMINISTIC names the running ComfyUI offers."""
-    names = comfyui().samplers.SAMPLER_NAMES
-    return tuple(s for s in EXTRA_DETERMINISTIC if s in names)
+    return offered(EXTRA_DETERMINISTIC)
 
 
 @lru_cache(maxsize=None)
@@ -155,21 +170,14 @@ def sampler_object(sampler: str, family: str):
     return c.samplers.sampler_object(sampler)
 
 
-class _ModelPatcherStandIn:
-    """Answers get_model_object('model_sampling') like comfy.model_patcher.ModelPatcher."""
-
-    def __init__(self, ms):
-        self._ms = ms
-
-    def get_model_object(self, name):
-        if name != "model_sampling":
-            raise KeyError(name)
-        return self._ms
+def _ModelPatcherStandIn(ms):  # noqa: N802  (the name CountingModel and test_bench_stress use)
+    """A real comfy ModelPatcher whose model_sampling is ``ms`` (tools/comfyui_runtime.py)."""
+    return model_patcher(ms)
 
 
-class _BaseModelStandIn:
-    def __init__(self, ms):
-        self.model_sampling = ms
+def _BaseModelStandIn(ms):  # noqa: N802
+    """The patcher's model, carrying ``ms`` as ``model_sampling`` like a BaseModel."""
+    return model_patcher(ms).model
 
 
 class CountingModel:
@@ -214,6 +222,7 @@ def run_sampler(sampler: str, family: str, scheduler: str, steps: int, denoiser,
     ms = model_sampling(family)
     sigmas = sigmas_for(sampler, family, scheduler, steps)
     model = CountingModel(denoiser, ms, exact_float64)
+    model.cfg = 1.0  # what KSAMPLER.sample logs from a guider (0.33+); there is no CFG here
     latent = torch.zeros_like(noise)
     extra_args = {"model_options": {}, "seed": seed}
     x = sampler_object(sampler, family).sample(model, sigmas, extra_args, None, noise,

@@ -6,6 +6,7 @@ from bench import comfy_samplers as cs
 from bench import quality
 from bench.metrics import rms_error
 from bench.problems import noise_for, problem
+from tools.comfyui_runtime import model_patcher
 
 pytestmark = pytest.mark.comfy
 
@@ -30,7 +31,7 @@ def test_flow_simple_schedule_is_sd3_shift_3():
 @pytest.mark.parametrize("family, scheduler", quality.SCHEDULES)
 def test_sigmas_equal_what_comfyui_ksampler_computes(sampler, family, scheduler):
     c = cs.comfyui()
-    ksampler = c.samplers.KSampler(cs._ModelPatcherStandIn(cs.model_sampling(family)), steps=8, device="cpu",
+    ksampler = c.samplers.KSampler(model_patcher(cs.model_sampling(family)), steps=8, device="cpu",
                                    sampler=sampler, scheduler=scheduler)
     assert torch.equal(cs.sigmas_for(sampler, family, scheduler, 8), ksampler.sigmas)
 
@@ -48,6 +49,30 @@ def test_every_core_variant_is_benchmarked():
 
     assert [s.split(":")[1] for s in cs.all_samplers() if cs.is_evodiff(s)] == list(VARIANTS)
     assert set(cs.BUILTIN_SAMPLERS) <= set(cs.all_samplers())
+
+
+def test_baselines_are_the_samplers_the_running_comfyui_offers(monkeypatch):
+    c = cs.comfyui()
+    baselines = cs.baseline_samplers()
+    assert set(baselines) <= set(c.samplers.SAMPLER_NAMES)
+    assert baselines[:len(cs.BUILTIN_SAMPLERS)] == cs.BUILTIN_SAMPLERS
+    for name in cs.NEWER_DETERMINISTIC:
+        assert (name in baselines) == (name in c.samplers.SAMPLER_NAMES)
+    # the list is read from ComfyUI at call time, not fixed when the module was written
+    monkeypatch.setattr(c.samplers, "SAMPLER_NAMES", list(cs.BUILTIN_SAMPLERS) + list(cs.NEWER_DETERMINISTIC))
+    assert cs.baseline_samplers() == cs.BUILTIN_SAMPLERS + cs.NEWER_DETERMINISTIC
+    monkeypatch.setattr(c.samplers, "SAMPLER_NAMES", list(cs.BUILTIN_SAMPLERS))
+    assert cs.baseline_samplers() == cs.BUILTIN_SAMPLERS
+    assert not any(name.endswith("cfg_pp") or "cfgpp" in name for name in cs.NEWER_DETERMINISTIC)
+
+
+@pytest.mark.parametrize("sampler", cs.NEWER_DETERMINISTIC)
+def test_newer_baselines_are_deterministic_where_present(sampler):
+    if sampler not in cs.baseline_samplers():
+        pytest.skip(f"{sampler} is not in this ComfyUI")
+    noise = torch.randn(1, 4, 4, 4, generator=torch.Generator().manual_seed(0))
+    runs = [cs.run_sampler(sampler, "eps", "karras", 6, lambda x, s: 0.5 * x, noise, seed=seed) for seed in (1, 2)]
+    assert torch.isfinite(runs[0].x).all() and torch.equal(runs[0].x, runs[1].x)  # no noise drawn
 
 
 def test_evodiff_sampler_names_carry_variant_and_shift():
