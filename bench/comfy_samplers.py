@@ -18,6 +18,7 @@ from functools import lru_cache
 
 import torch
 
+from tools import analytic
 from tools.comfyui_runtime import PACK_DIR, model_patcher, prepare_comfyui
 
 BUILTIN_SAMPLERS = ("euler", "heun", "dpmpp_2m", "deis", "ipndm", "res_multistep",
@@ -170,38 +171,26 @@ def sampler_object(sampler: str, family: str):
     return c.samplers.sampler_object(sampler)
 
 
-def _ModelPatcherStandIn(ms):  # noqa: N802  (the name CountingModel and test_bench_stress use)
-    """A real comfy ModelPatcher whose model_sampling is ``ms`` (tools/comfyui_runtime.py)."""
-    return model_patcher(ms)
-
-
-def _BaseModelStandIn(ms):  # noqa: N802
-    """The patcher's model, carrying ``ms`` as ``model_sampling`` like a BaseModel."""
-    return model_patcher(ms).model
-
-
-class CountingModel:
+class CountingModel(analytic.CountingModel):
     """Stands where CFGGuider stands: ``model(x, sigma, model_options=..., seed=...)`` -> denoised.
 
     ``denoiser(x, sigma)`` is the benchmark's data-prediction function in ComfyUI's sigma
     convention for the family. Every call is counted (NFE is measured, never assumed), and the
     attributes ComfyUI samplers read are real: ``inner_model.model_sampling`` (KSAMPLER, older
-    samplers) and ``model_patcher.get_model_object("model_sampling")`` (newer ones).
+    samplers) and ``model_patcher.get_model_object("model_sampling")`` (newer ones), from one
+    real ModelPatcher (tools/comfyui_runtime.py).
     """
 
-    def __init__(self, denoiser, ms, exact_float64: bool = True):
-        self.denoiser = denoiser
-        self.exact_float64 = exact_float64
-        self.inner_model = _BaseModelStandIn(ms)
-        self.model_patcher = _ModelPatcherStandIn(ms)
-        self.calls = 0
+    cfg = 1.0  # what KSAMPLER.sample logs from a guider (0.33+); there is no CFG here
 
-    def __call__(self, x, sigma, model_options=None, seed=None, **_):
-        self.calls += 1
-        if not self.exact_float64:
-            return self.denoiser(x, sigma)
-        # exact maths in float64, handed back in the sampler's dtype as ComfyUI's models do
-        return self.denoiser(x.double(), sigma.double()).to(x.dtype)
+    def __init__(self, denoiser, ms, exact_float64: bool = True):
+        if exact_float64 and denoiser is not None:
+            # exact maths in float64, handed back in the sampler's dtype as ComfyUI's models do
+            super().__init__(lambda x, sigma: denoiser(x.double(), sigma.double()).to(x.dtype))
+        else:
+            super().__init__(denoiser)
+        self.model_patcher = model_patcher(ms)
+        self.inner_model = self.model_patcher.model
 
 
 @dataclass
@@ -222,7 +211,6 @@ def run_sampler(sampler: str, family: str, scheduler: str, steps: int, denoiser,
     ms = model_sampling(family)
     sigmas = sigmas_for(sampler, family, scheduler, steps)
     model = CountingModel(denoiser, ms, exact_float64)
-    model.cfg = 1.0  # what KSAMPLER.sample logs from a guider (0.33+); there is no CFG here
     latent = torch.zeros_like(noise)
     extra_args = {"model_options": {}, "seed": seed}
     x = sampler_object(sampler, family).sample(model, sigmas, extra_args, None, noise,

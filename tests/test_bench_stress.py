@@ -69,7 +69,7 @@ def test_flow_shifts_start_at_1_and_follow_the_shift(shift):
 @pytest.mark.parametrize("family, scheduler", [("edm", "karras"), ("flow6", "beta"), ("flow1", "normal")])
 def test_new_families_give_what_comfyui_ksampler_computes(family, scheduler):
     c = cs.comfyui()
-    ksampler = c.samplers.KSampler(cs._ModelPatcherStandIn(cs.model_sampling(family)), steps=7, device="cpu",
+    ksampler = c.samplers.KSampler(cs.model_patcher(cs.model_sampling(family)), steps=7, device="cpu",
                                    sampler="dpmpp_2m", scheduler=scheduler)
     assert torch.equal(cs.sigmas_for("dpmpp_2m", family, scheduler, 7), ksampler.sigmas)
 

@@ -75,7 +75,6 @@ def sample(sampler, denoiser, noise, sigmas):
         return denoiser(x, sigma)
 
     model = cs.CountingModel(recording, cs.model_sampling("eps"))
-    model.cfg = 1.0  # KSAMPLER.sample logs the guider's cfg (0.33+)
     out = sampler.sample(model, sigmas, {"model_options": {}, "seed": 0}, None, noise,
                          latent_image=torch.zeros_like(noise), disable_pbar=True)
     return out, seen

@@ -9,7 +9,7 @@ import torch
 import golden
 from bench.metrics import rms_error
 from evodiff_core import SHIFT_MAX, SHIFT_MIN, VARIANTS, sample_evodiff
-from tools.analytic import GaussianMixture, linear_gaussian_denoiser, probability_flow_ode_ve
+from tools.analytic import CountingModel, GaussianMixture, linear_gaussian_denoiser, probability_flow_ode_ve
 
 SD15_KARRAS_10 = golden.case("karras_sd15_n10_gmm")["sigmas"]          # ends in 0
 SD15_KARRAS_22 = golden.case("karras_sd15_n22_gmm")["sigmas"]          # N = 21: the N > 20 rule is on
@@ -31,15 +31,6 @@ def gmm_a():
 def per_sample_model(denoise):
     """Evaluates each sample on its own, so batch effects can only come from the sampler."""
     return lambda x, sigma, **kw: torch.cat([denoise(x[b:b + 1], sigma[b:b + 1]) for b in range(x.shape[0])])
-
-
-class CountingModel:
-    def __init__(self, fn=linear_model):
-        self.fn, self.calls = fn, 0
-
-    def __call__(self, x, sigma, **kw):
-        self.calls += 1
-        return self.fn(x, sigma)
 
 
 def noise(shape, seed=0, dtype=torch.float64):
@@ -115,14 +106,14 @@ def test_float32_latent_with_a_half_precision_model_output():
 # ---------------------------------------------------------------- short and split lists
 
 def test_one_sigma_returns_x_without_a_model_call():
-    model = CountingModel()
+    model = CountingModel(linear_model)
     x = noise((1, 4, 4, 4))
     assert torch.equal(sample_evodiff(model, x, sigmas_of([3.0]), disable=True), x)
     assert model.calls == 0
 
 
 def test_two_sigmas_ending_in_zero_is_one_denoise():
-    model = CountingModel()
+    model = CountingModel(linear_model)
     x = noise((1, 4, 4, 4)) * 3
     out = sample_evodiff(model, x, sigmas_of([3.0, 0.0]), disable=True)
     torch.testing.assert_close(out, linear_gaussian_denoiser(x, torch.tensor(3.0)))
@@ -134,7 +125,7 @@ def test_one_solver_step_is_one_euler_step():
     x = noise((1, 4, 4, 4)) * 3
     d = linear_gaussian_denoiser(x, torch.tensor(3.0))
     euler = x * (1 / 3) + d * (2 / 3)
-    model = CountingModel()
+    model = CountingModel(linear_model)
     torch.testing.assert_close(sample_evodiff(model, x, sigmas_of([3.0, 1.0]), disable=True), euler)
     assert model.calls == 1
     then_denoise = sample_evodiff(model, x, sigmas_of([3.0, 1.0, 0.0]), disable=True)
@@ -203,7 +194,7 @@ def test_equal_consecutive_sigmas_are_skipped(variant):
     sig = SD15_KARRAS_10
     repeated = sig[:3] + [sig[2]] + sig[3:6] + [sig[5], sig[5]] + sig[6:]
     x = noise((2, 4, 8, 8)) * sig[0]
-    model, model_repeated = CountingModel(), CountingModel()
+    model, model_repeated = CountingModel(linear_model), CountingModel(linear_model)
     seen = []
     out = sample_evodiff(model_repeated, x, sigmas_of(repeated), callback=seen.append, disable=True, variant=variant)
     assert torch.equal(out, sample_evodiff(model, x, sigmas_of(sig), disable=True, variant=variant))

@@ -229,3 +229,15 @@ def _rk4_in_log_time(denoiser, x, time_from, time_to, steps):
         k4 = f(x + ds * k3, s1)
         x = x + ds / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
     return x
+
+
+class CountingModel:
+    """A k-diffusion-style model ``model(x, sigma, **extra_args)`` around ``denoise(x, sigma)``
+    that counts its calls, so a test or benchmark measures NFE instead of assuming it."""
+
+    def __init__(self, denoise):
+        self.denoise, self.calls = denoise, 0
+
+    def __call__(self, x, sigma, **extra_args):
+        self.calls += 1
+        return self.denoise(x, sigma)
