@@ -58,3 +58,20 @@ def test_execute_without_validation_also_refuses_naming_the_node(comfyui):
     node_class = comfyui.nodes.NODE_CLASS_MAPPINGS[h.SAMPLER_NODE]
     with pytest.raises(ValueError, match=rf"^{h.SAMPLER_NODE}: unknown variant 'bogus'"):
         node_class.execute(shift=0.5, variant="bogus", noise_schedule="auto")
+
+
+def test_node_info_carries_the_newer_schema_fields_only_where_comfyui_has_them(comfyui):
+    """0.33+ sends search_aliases and per-input `advanced` to the frontend; 0.3.x has neither
+    field, and passing them there would raise."""
+    from comfy_api.latest import io
+
+    node_class = comfyui.nodes.NODE_CLASS_MAPPINGS[h.SAMPLER_NODE]
+    info = node_class.GET_NODE_INFO_V1()
+    inputs = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
+    if "search_aliases" in getattr(io.Schema, "__dataclass_fields__", {}):
+        assert {"variance", "entropy", "fast sampler", "low steps"} <= set(info["search_aliases"])
+        assert inputs["noise_schedule"][1].get("advanced") is True
+        assert not inputs["shift"][1].get("advanced")  # the one widget users are meant to touch
+    else:
+        assert not info.get("search_aliases")
+        assert "advanced" not in inputs["noise_schedule"][1]
