@@ -1,4 +1,4 @@
-"""run_matrix (the API issue 5 uses) and the markdown tables, on a tiny configuration."""
+"""run_matrix (the benchmark's Python API) and the markdown tables, on a tiny configuration."""
 import math
 
 import pytest
