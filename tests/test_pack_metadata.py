@@ -117,3 +117,13 @@ def test_recommended_steps_agree_in_readme_help_page_and_workflow_notes():
     for path in WORKFLOW_PATHS:
         (note,) = [n["widgets_values"][0] for n in json.loads(path.read_text())["nodes"] if n["type"] == "Note"]
         assert f"{readme[family_of[path.stem]]} steps" in note, path.stem
+
+
+def test_every_relative_link_in_the_markdown_resolves():
+    import re
+
+    pages = [*PACK_DIR.glob("*.md"), *(PACK_DIR / "docs").glob("*.md"), *(PACK_DIR / "web" / "docs").glob("*.md")]
+    broken = [(page.name, link) for page in pages
+              for link in re.findall(r"\]\(([^)#\s]+)", page.read_text())
+              if not link.startswith(("http://", "https://")) and not (page.parent / link).exists()]
+    assert len(pages) >= 8 and not broken
