@@ -58,13 +58,14 @@ def _advanced() -> dict:
     return {"advanced": True} if _accepts_keyword(io.Combo.Input.__init__, "advanced") else {}
 
 
-def _input_problems(shift, variant, noise_schedule) -> list[str]:
-    """What is wrong with the widget values, in words that say what to change; empty if fine.
-    None (an input linked from another node, unknown at queue time) is not checked, nor is 'auto'
-    (the node's own choice, resolved at sampling time)."""
+def _input_error(shift, variant, noise_schedule) -> str | None:
+    """What is wrong with the widget values, naming this node and saying what to change; None if
+    fine. None (an input linked from another node, unknown at queue time) is not checked, nor is
+    'auto' (the node's own choice, resolved at sampling time)."""
     given = {"shift": shift, "variant": variant, "noise_schedule": noise_schedule}
-    return option_problems(**{name: value for name, value in given.items()
-                              if value is not None and value != AUTO_NOISE_SCHEDULE})
+    problems = option_problems(**{name: value for name, value in given.items()
+                                  if value is not None and value != AUTO_NOISE_SCHEDULE})
+    return f"{NODE_ID}: {'; '.join(problems)}" if problems else None
 
 
 class SamplerEVODiff(io.ComfyNode):
@@ -89,14 +90,13 @@ class SamplerEVODiff(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, shift=None, variant=None, noise_schedule=None) -> bool | str:
         """Checked when the prompt is queued; ComfyUI 0.3.x does not check V3 combo values itself."""
-        problems = _input_problems(shift, variant, noise_schedule)
-        return f"{NODE_ID}: {'; '.join(problems)}" if problems else True
+        return _input_error(shift, variant, noise_schedule) or True
 
     @classmethod
     def execute(cls, shift, variant, noise_schedule=AUTO_NOISE_SCHEDULE) -> io.NodeOutput:
-        problems = _input_problems(shift, variant, noise_schedule)
-        if problems:  # reached when a caller skips validation (e.g. a node that builds this one)
-            raise ValueError(f"{NODE_ID}: {'; '.join(problems)}")
+        error = _input_error(shift, variant, noise_schedule)
+        if error:  # reached when a caller skips validation (e.g. a node that builds this one)
+            raise ValueError(error)
         options = {"shift": shift, "variant": variant, "noise_schedule": noise_schedule}
         return io.NodeOutput(comfy.samplers.KSAMPLER(sample_evodiff, extra_options=options))
 
