@@ -61,12 +61,18 @@ def _trajectories(ax, width: float, height: float, bottom: float = 0.0, count: i
                 color=ACCENT, alpha=0.35 + 0.65 * k / (count - 1), linewidth=2.2, solid_capstyle="round")
 
 
-def render_icon(path: Path = ICON) -> None:
+def _pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def render_icon(path: Path = ICON) -> None:
+    plt = _pyplot()
     fig = plt.figure(figsize=(4, 4), dpi=ICON_SIZE / 4)
     ax = fig.add_axes((0, 0, 1, 1))
     ax.set_xlim(0, 1), ax.set_ylim(0, 1), ax.axis("off")
@@ -80,11 +86,7 @@ def render_icon(path: Path = ICON) -> None:
 
 def render_thumbnail(workflow_path: Path) -> Path:
     """Write <workflow>.jpg beside the workflow and return its path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     workflow = json.loads(workflow_path.read_text())
     title, subtitle = TITLES[workflow_path.stem]
     width, height = THUMBNAIL_SIZE
