@@ -11,12 +11,15 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
 
+import torch
+
 from . import comfy_samplers as cs
-from . import figures, quality, report
+from . import cost, figures, quality, report
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -48,11 +51,12 @@ def render(results: dict, out: Path, docs: bool) -> list[Path]:
     written = [out / "report.md"]
     written[0].write_text(report.report_markdown(results, f"EVODiff benchmark ({'full' if full else 'quick'})"))
     emphasised = report.default_variant()
-    targets = [(out, "benchmark")] + ([(DOCS, "benchmarks")] if docs else [])
-    for folder, prefix in targets:
-        for name, (value, ylabel, title) in figure_files(prefix).items():
-            figures.cells_figure(records, folder / name, value, ylabel, emphasised, title=title)
-            written.append(folder / name)
+    for (name, (value, ylabel, title)), docs_name in zip(figure_files("benchmark").items(), figure_files("benchmarks")):
+        figures.cells_figure(records, out / name, value, ylabel, emphasised, title=title)
+        written.append(out / name)
+        if docs:  # the docs get the same bytes (figures are saved deterministically)
+            shutil.copyfile(out / name, DOCS / docs_name)
+            written.append(DOCS / docs_name)
     if docs:
         from . import digits_grid, stress_heldout
 
@@ -68,11 +72,7 @@ def render(results: dict, out: Path, docs: bool) -> list[Path]:
 
 def run(args, argv) -> dict:
     """The benchmark itself; returns what results.json holds."""
-    import torch
-
     torch.set_num_threads(1)
-    from . import cost
-
     settings = FULL if args.full else QUICK
     seed = quality.HELDOUT_SEED if args.heldout else args.seed
     samplers = args.samplers.split(",") if args.samplers else cs.all_samplers()

@@ -29,9 +29,9 @@ BUILTIN_SAMPLERS = ("euler", "heun", "dpmpp_2m", "deis", "ipndm", "res_multistep
 NEWER_DETERMINISTIC = ("exp_heun_2_x0",)
 EVODIFF_PREFIX = "evodiff"
 # Deterministic (ODE) samplers of ComfyUI beyond BUILTIN_SAMPLERS, used where the running ComfyUI
-# has them. Left out on purpose: ancestral/SDE/stochastic ones (they draw noise), *_cfg_pp (they
-# need CFGGuider's post-CFG hook), ddim (KSampler runs euler for it), dpm_adaptive (NFE not set).
-EXTRA_DETERMINISTIC = ("heunpp2", "dpm_2", "lms", "ipndm_v", "dpm_fast", "exp_heun_2_x0")
+# has them. Left out on purpose, besides the cfg++ ones above: ancestral/SDE/stochastic ones (they
+# draw noise), ddim (KSampler runs euler for it), dpm_adaptive (NFE not set).
+EXTRA_DETERMINISTIC = ("heunpp2", "dpm_2", "lms", "ipndm_v", "dpm_fast") + NEWER_DETERMINISTIC
 # Model families (the key of every schedule): what ComfyUI builds for each, in model_sampling().
 FAMILIES = {
     "eps": "SD1.5 EPS (ModelSamplingDiscrete, scaled-linear betas)",

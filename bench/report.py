@@ -281,12 +281,6 @@ def quality_report(records, nfes_matrix=q.NFES_MATRIX) -> str:
 
 
 def cost_report(records) -> str:
-    return (f"Overhead per step with a trivial model, the model's own time subtracted (median of the "
-            f"repeats, min–max spread); threshold ≤ {THRESHOLD:g}× dpmpp_2m's median per step and peak "
-            f"memory ≤ dpmpp_2m's + 1 latent.\n\n" + cost_table(records) + "\n")
-
-
-def cost_report(records) -> str:
     return (f"Overhead per step with a trivial model, the model's own time subtracted: the median of the "
             f"repeats (min–max), and the ratio to dpmpp_2m as the median of the paired repeats (they ran "
             f"side by side) with its spread: the interquartile range, or the whole range below 4 repeats. "

@@ -10,7 +10,7 @@ Verdicts (written into each record and summarised in the report):
 * diverged: the sampler's FD exceeds Euler's in the same cell at the same NFE (a non-finite or
   failed run has always diverged);
 * for EVODiff against dpmpp_2m: won / tie / lost, where a tie is |FD difference| <=
-  TIE_NOISE x the combined split-half noise sqrt(noise_a^2 + noise_b^2);
+  report.NOISE_FACTOR x the combined split-half noise sqrt(noise_a^2 + noise_b^2);
 * best of all: its FD is the lowest of every sampler run there.
 
     python -m bench.stress [--full] [--heldout] [--seed N] [--samplers a,b] [--out DIR]
@@ -44,8 +44,7 @@ from .problems import exact_solution, labels_for, noise_for, problem
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE = "euler"          # a sampler worse than this one at the same NFE has diverged
-RIVAL = "dpmpp_2m"          # what EVODiff is judged against
-TIE_NOISE = 2.0             # a difference within this many combined noise SEs is a tie
+RIVAL = report.RIVAL        # what EVODiff is judged against
 BEST_NFES = (5, 10)         # the "best of all" share is taken over NFEs in this range
 
 NFES_FULL = (4, 5, 6, 8, 10, 12, 15, 20, 25, 30)
@@ -241,13 +240,11 @@ def is_diverged(record: dict, baseline: dict) -> bool:
     return _good(baseline) and record["fd"] > baseline["fd"]
 
 
-def verdict(record: dict, rival: dict, tie_noise: float = TIE_NOISE) -> str:
-    """'won', 'tie' or 'lost' by FD; a tie is a difference within tie_noise x the combined noise."""
+def verdict(record: dict, rival: dict) -> str:
+    """'won', 'tie' or 'lost' by FD (report.compare's rule); a failed run loses to a good one."""
     if not (_good(record) and _good(rival)):
         return "tie" if _good(record) == _good(rival) else ("won" if _good(record) else "lost")
-    margin = tie_noise * math.hypot(record["fd_noise"], rival["fd_noise"])
-    diff = record["fd"] - rival["fd"]
-    return "won" if diff < -margin else "lost" if diff > margin else "tie"
+    return {"better": "won", "worse": "lost", "tie": "tie"}[report.compare(record, rival, "fd")]
 
 
 def judge(records: list[dict], baseline: str = BASELINE, rival: str = RIVAL) -> list[dict]:
@@ -356,7 +353,7 @@ def rules_text() -> str:
             f"noise (raw 64 dims for the mixture, FeatureNet features for digits; guided cells against the exact "
             f"solution of the guided ODE D = D_u + w·(D_c − D_u)). *Diverged* (†): FD above {BASELINE}'s at the "
             f"same NFE, or a non-finite/failed run (✗). *{RIVAL} verdict*: a tie when |FD difference| ≤ "
-            f"{TIE_NOISE:g} × sqrt(noise₁² + noise₂²) (split-half standard errors), otherwise won or lost. "
+            f"{report.NOISE_FACTOR:g} × sqrt(noise₁² + noise₂²) (split-half standard errors), otherwise won or lost. "
             f"*Best of all*: the lowest FD of every sampler at that point (no noise check). "
             f"`@n`: the NFE actually used when the target is not reachable (heun and friends).")
 
@@ -423,12 +420,14 @@ def references_table(refs: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def markdown(records: list[dict], refs: list[dict], header: str, title: str) -> str:
+def markdown(records: list[dict], refs: list[dict], header: str, title: str, before_cells: str = "") -> str:
+    """The report; ``before_cells`` (markdown) goes just before "Divergence by cell"."""
     s = summary(records)
     parts = [f"# {title}\n", header, "## Summary\n", summary_text(s, records, refs) + "\n", rules_text() + "\n"]
     if any(r["sampler"] == s["sampler"] for r in records):
         parts.append(group_table(records, s["sampler"]) + "\n")
-    parts += [divergence_summary_table(s) + "\n", "## Divergence by cell\n", divergence_table(records) + "\n",
+    parts += [divergence_summary_table(s) + "\n"] + ([before_cells] if before_cells else [])
+    parts += ["## Divergence by cell\n", divergence_table(records) + "\n",
               "## Cells (FD to the exact solution)\n"]
     for cell in dict.fromkeys(r["cell"] for r in records):
         parts += [f"### {cell}\n", cell_table(records, cell) + "\n"]
@@ -492,11 +491,12 @@ def main(argv=None) -> int:
     header = report.header(command, seconds, settings_text, digest)
     title = f"EVODiff stress matrix ({'full' if args.full else 'quick'})"
     (out / "report.md").write_text(markdown(records, refs, header, title))
+    verdicts = summary(records)
     (out / "results.json").write_text(json.dumps(jsonable(dict(
         command=command, header=header, seconds=seconds, settings=settings, seed=seed,
-        cells=[asdict(c) | {"name": c.name} for c in cells], references=refs, summary=summary(records),
+        cells=[asdict(c) | {"name": c.name} for c in cells], references=refs, summary=verdicts,
         records=records)), indent=1))
-    print("\n" + summary_text(summary(records), records, refs))
+    print("\n" + summary_text(verdicts, records, refs))
     print(f"\n[stress] wrote {out}/report.md and results.json in {seconds:.0f} s")
     return 0
 

@@ -52,9 +52,9 @@ def headline_caption() -> str:
     return figures.headline_caption(guided, sum(not cs.is_evodiff(s) for s in SAMPLERS))
 
 
-def headline_section(records) -> str:
-    """The figure, its caption, and the numbers drawn, for docs/stress.md."""
-    agg = figures.guided_aggregate(records)
+def headline_section(agg: dict) -> str:
+    """The figure, its caption, and the numbers drawn (``agg``, from figures.headline_figure), for
+    docs/stress.md."""
     lines = ["## The headline figure (guided cells)\n", f"![{HEADLINE_ALT}]({HEADLINE.name})\n",
              headline_caption() + "\n", figures.headline_reading(agg) + "\n",
              "| geometric mean of FD | " + " | ".join(f"NFE {n}" for n in agg["nfes"]) + " |",
@@ -74,21 +74,20 @@ def summary_from_docs() -> str:
     return text.split("## Summary\n", 1)[1].split("\nRules.", 1)[0].strip() + "\n"
 
 
-def render(results: dict) -> None:
-    """docs/stress.md and the figures from a results.json of this run."""
+def render(results: dict) -> dict:
+    """docs/stress.md and the figures from a results.json of this run; returns the headline's numbers."""
     records = results["records"]
-    figures.headline_figure(records, HEADLINE)
+    agg = figures.headline_figure(records, HEADLINE)
     for group, path in CELL_FIGURES.items():
         rs = [r for r in records if (r["cfg"] is not None) == (group == "guided")]
         figures.cells_figure(rs, path, "fd", "FD to the exact solution", cs.EVODIFF_PREFIX, columns=3,
                              title=f"{group.capitalize()} cells, held-out seed: FD to the exact solution "
                                    "(lower is better)")
-    text = stress.markdown(records, results["references"], WRITTEN_BY + results["header"],
-                           "EVODiff stress matrix (held-out seed)")
-    cells_at = text.index("## Divergence by cell")
-    extra = headline_section(records) + "\n" + "\n".join(
+    before_cells = headline_section(agg) + "\n" + "\n".join(
         f"![{group} cells, FD by NFE]({path.name})\n" for group, path in CELL_FIGURES.items())
-    (DOCS / "stress.md").write_text(text[:cells_at] + extra + "\n" + text[cells_at:])
+    (DOCS / "stress.md").write_text(stress.markdown(records, results["references"], WRITTEN_BY + results["header"],
+                                                    "EVODiff stress matrix (held-out seed)", before_cells))
+    return agg
 
 
 def main(argv=None) -> int:
@@ -113,10 +112,11 @@ def main(argv=None) -> int:
     results = dict(command="python -m bench.stress_heldout", header=header, seconds=seconds, records=records,
                    references=refs)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(stress.jsonable(results), indent=1))
-    render(json.loads(RESULTS.read_text()))     # the same path as --from-results: non-finite values are null
+    results = stress.jsonable(results)   # what results.json holds and --from-results reads: non-finite values are null
+    RESULTS.write_text(json.dumps(results, indent=1))
+    agg = render(results)
     print(stress.summary_text(stress.summary(records), records, refs))
-    print(figures.headline_reading(figures.guided_aggregate(records)))
+    print(figures.headline_reading(agg))
     print(f"[stress] wrote docs/stress.md, {HEADLINE.relative_to(ROOT)} and the cell figures in {seconds:.0f} s")
     return 0
 
