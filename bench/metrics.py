@@ -9,6 +9,12 @@ def rms_error(x: torch.Tensor, reference: torch.Tensor) -> float:
     return (x.double() - reference.double()).pow(2).mean().sqrt().item()
 
 
+def relative_error(x: torch.Tensor, reference: torch.Tensor) -> float:
+    """‖x − reference‖ / ‖reference‖ over every element (in float64)."""
+    reference = reference.double()
+    return ((x.double() - reference).norm() / reference.norm()).item()
+
+
 def moments(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample mean [F] and unbiased covariance [F, F] of features [N, F]."""
     f = features.double().flatten(1)

@@ -14,7 +14,9 @@ import torch
 
 import comfy_harness as h
 from bench import comfy_samplers as cs
-from test_comfy_sampling import ksampler_prompt
+from bench.metrics import relative_error
+from test_comfy_sampling import custom_advanced_prompt, ksampler_prompt
+from tools.analytic import gaussian_denoiser, gaussian_ode_solution
 
 pytestmark = pytest.mark.comfy
 
@@ -38,22 +40,16 @@ def switched_run(sampler, steps, switch_step):
     sigmas = cs.sigmas_for(sampler, "eps", "karras", steps)
     switch = float((sigmas[switch_step] * sigmas[switch_step + 1]).sqrt())
 
+    guided, conditional = gaussian_denoiser(guided_mean, std), gaussian_denoiser(cond_mean, std)
+
     def denoiser(x, sigma):
-        mean = guided_mean if float(sigma[0]) > switch else cond_mean
-        return mean + std ** 2 / (std ** 2 + sigma.reshape(-1, 1, 1, 1) ** 2) * (x - mean)
+        return (guided if float(sigma[0]) > switch else conditional)(x, sigma)
 
     noise = torch.randn(1, CHANNELS, 8, 8, generator=torch.Generator().manual_seed(1))
     run = cs.run_sampler(sampler, "eps", "karras", steps, denoiser, noise)
     start = cs.initial_latent("eps", run.sigmas, noise).double()
-    # closed form of the ODE for Gaussian data: x − mean scales by sqrt((std² + σ²)/(std² + σ0²))
-    at_switch = guided_mean + (start - guided_mean) * torch.sqrt((std ** 2 + switch ** 2) /
-                                                                 (std ** 2 + run.sigmas[0].double() ** 2))
-    exact = cond_mean + (at_switch - cond_mean) * std / torch.sqrt(std ** 2 + switch ** 2)
-    return run.x, exact
-
-
-def relative_error(got, want):
-    return ((got.double() - want).norm() / want.norm()).item()
+    at_switch = gaussian_ode_solution(start, run.sigmas[0].double(), switch, guided_mean, std)
+    return run.x, gaussian_ode_solution(at_switch, switch, 0.0, cond_mean, std)
 
 
 # Measured (0.3.75): improved within 1.6x Euler's error at every switch point here; reference
@@ -75,25 +71,15 @@ def test_a_guidance_switch_mid_run_stays_within_eulers_error(variant, times_eule
 def cfg_override_prompt(node, variant, sampler="evodiff", steps=8, override=(0.5, 1.0)):
     """cfg 6, with the CFGOverride ``node`` setting cfg 1 over ``override`` (start, end percent)
     of the run; (1.0, 1.0) is an empty range (sigma 0, where no step calls the model)."""
-    prompt = ksampler_prompt("sd15", sampler_name=sampler, steps=steps, cfg=GUIDANCE)
+    if sampler == "evodiff":  # the variant goes through SamplerCustomAdvanced's sampler node
+        prompt = custom_advanced_prompt("sd15", variant=variant, steps=steps, cfg=GUIDANCE)
+        uses_model = prompt["guider"]
+    else:
+        prompt = ksampler_prompt("sd15", sampler_name=sampler, steps=steps, cfg=GUIDANCE)
+        uses_model = prompt["sample"]
     prompt["override"] = {"class_type": node, "inputs": {
         "model": ["model", 0], "cfg": 1.0, "start_percent": override[0], "end_percent": override[1]}}
-    if sampler != "evodiff":
-        prompt["sample"]["inputs"]["model"] = ["override", 0]
-        return prompt
-    prompt.pop("sample")  # the variant goes through SamplerCustomAdvanced's sampler node
-    prompt.update({
-        "evodiff": {"class_type": h.SAMPLER_NODE, "inputs": {"shift": 0.5, "variant": variant,
-                                                             "noise_schedule": "auto"}},
-        "guider": {"class_type": "CFGGuider", "inputs": {"model": ["override", 0], "positive": ["pos", 0],
-                                                         "negative": ["neg", 0], "cfg": GUIDANCE}},
-        "noise": {"class_type": "RandomNoise", "inputs": {"noise_seed": 7}},
-        "sigmas": {"class_type": "BasicScheduler", "inputs": {"model": ["model", 0], "scheduler": "karras",
-                                                              "steps": steps, "denoise": 1.0}},
-        "sample": {"class_type": "SamplerCustomAdvanced", "inputs": {
-            "noise": ["noise", 0], "guider": ["guider", 0], "sampler": ["evodiff", 0],
-            "sigmas": ["sigmas", 0], "latent_image": ["latent", 0]}},
-    })
+    uses_model["inputs"]["model"] = ["override", 0]
     return prompt
 
 

@@ -12,6 +12,8 @@ import pytest
 import torch
 
 from bench import comfy_samplers as cs
+from bench.metrics import relative_error
+from tools.analytic import gaussian_denoiser, gaussian_ode_solution
 from tools.comfyui_runtime import pack_latents, unpack_latents
 
 pytestmark = pytest.mark.comfy
@@ -37,14 +39,6 @@ def parts():
     return stats, noise
 
 
-def gaussian_denoiser(mean, std):
-    """E[x0 | x] for x = x0 + σε, x0 ~ N(mean, std²) per channel (VE / EPS convention)."""
-    def denoise(x, sigma):
-        s2 = sigma.reshape(-1, *([1] * (x.dim() - 1))) ** 2
-        return mean + std ** 2 / (std ** 2 + s2) * (x - mean)
-    return denoise
-
-
 def packed_denoiser(stats):
     """What a packing model (LTXAV) does: unpack with latent_shapes, denoise each part, repack."""
     per_part = [gaussian_denoiser(*s) for s in stats]
@@ -52,11 +46,6 @@ def packed_denoiser(stats):
     def denoise(x, sigma):
         return pack_latents([d(p, sigma) for d, p in zip(per_part, unpack_latents(x, SHAPES))])[0]
     return denoise
-
-
-def exact_solution(x_start, sigma_start, mean, std):
-    """The probability-flow ODE from σ_start to 0 for Gaussian data, in closed form."""
-    return mean + (x_start.double() - mean) * std / torch.sqrt(std ** 2 + sigma_start.double() ** 2)
 
 
 def registered_sampler(variant):
@@ -80,10 +69,6 @@ def sample(sampler, denoiser, noise, sigmas):
     return out, seen
 
 
-def relative_error(got, want):
-    return ((got.double() - want).norm() / want.norm()).item()
-
-
 def run_both_ways(sampler, parts):
     stats, noise = parts
     sigmas = cs.sigmas_for("euler", "eps", "karras", STEPS)
@@ -93,7 +78,8 @@ def run_both_ways(sampler, parts):
     assert all(shape == (1, 1, sum(math.prod(s[1:]) for s in SHAPES)) for shape in seen)  # [B, 1, N]
     packed = unpack_latents(packed_out, SHAPES)
     separate = [sample(sampler, gaussian_denoiser(*s), n, sigmas)[0] for s, n in zip(stats, noise)]
-    exact = [exact_solution(cs.initial_latent("eps", sigmas, n), sigmas[0], *s) for s, n in zip(stats, noise)]
+    exact = [gaussian_ode_solution(cs.initial_latent("eps", sigmas, n).double(), sigmas[0].double(), 0.0, *s)
+             for s, n in zip(stats, noise)]
     return packed, separate, exact
 
 
@@ -112,7 +98,7 @@ def test_evodiff_on_a_packed_two_part_latent(comfyui, parts, variant, max_differ
     packed, separate, exact = run_both_ways(registered_sampler(variant), parts)
     for name, p, s, e in zip(("video", "audio"), packed, separate, exact):
         assert torch.isfinite(p).all(), name
-        difference = relative_error(p, s.double())
+        difference = relative_error(p, s)
         packed_error, separate_error = relative_error(p, e), relative_error(s, e)
         assert difference < max_difference, name
         # one shared statistic over both parts costs no accuracy worth a per-part code path

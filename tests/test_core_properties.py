@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from bench.metrics import rms_error
 from evodiff_core import VARIANTS, sample_evodiff
 from evodiff_core.schedule import plan
-from tools.analytic import GaussianMixture, probability_flow_ode_flow, probability_flow_ode_ve
+from tools.analytic import GaussianMixture, one_sample_at_a_time, probability_flow_ode_flow, probability_flow_ode_ve
 
 pytestmark = pytest.mark.comfy   # every strategy draws real ComfyUI sigma lists
 # Hypothesis caches the constants it finds in local modules under its storage directory
@@ -248,11 +248,6 @@ def mixture_model(gm: GaussianMixture, flow: bool):
     """The mixture's exact denoiser in float64, handed back in the latent's dtype."""
     denoise = gm.denoise_flow if flow else gm.denoise_ve
     return lambda x, sigma, **kw: denoise(x.to(F64), sigma.to(F64)).to(x.dtype)
-
-
-def one_sample_at_a_time(model):
-    """Calls the model on every sample alone: batch effects can only come from the sampler."""
-    return lambda x, sigma, **kw: torch.cat([model(x[b:b + 1], sigma[b:b + 1]) for b in range(x.shape[0])])
 
 
 def start_latent(schedule: Schedule, shape, seed: int) -> torch.Tensor:

@@ -9,24 +9,14 @@ import torch
 import golden
 from evodiff_core import reference, sample_evodiff
 from evodiff_core.schedule import plan
+from test_core_sampler import SD15_KARRAS_10, SD15_KARRAS_22, sigmas_of
 from tools.analytic import (ClassConditionalMixture, GaussianMixture, anisotropic_mixture,
-                            linear_gaussian_denoiser)
+                            linear_gaussian_denoiser, one_sample_at_a_time)
 
-SD15_KARRAS_10 = golden.case("karras_sd15_n10_gmm")["sigmas"]          # N = 9: the rule is off
-SD15_KARRAS_22 = golden.case("karras_sd15_n22_gmm")["sigmas"]          # N = 21: the rule is on
 SD15_KARRAS_25 = golden.case("karras_sd15_n25_gmm")["sigmas"]          # N = 24
 SPLIT_HIGH = golden.case("karras_sd15_n20_split_high12_gmm")["sigmas"]  # no trailing 0
 RUNAWAY = "consistency rule"
 RESCALE_RANGE = "beyond the largest"
-
-
-def sigmas_of(values, dtype=torch.float64):
-    return torch.tensor(values, dtype=dtype)
-
-
-def per_sample(denoise):
-    """Evaluates each sample on its own, so batch effects can only come from the sampler."""
-    return lambda x, sigma, **kw: torch.cat([denoise(x[b:b + 1], sigma[b:b + 1]) for b in range(x.shape[0])])
 
 
 def reference_messages(caplog, needle):
@@ -50,7 +40,7 @@ def test_a_batch_of_three_equals_each_sample_alone_bit_for_bit_at_64x64(sigmas, 
     """Inner products over 4096 pixels and the per-channel logistic: the batch size changes
     neither (einsum did in both dtypes, torch.sigmoid in float64 here)."""
     sig = sigmas_of(sigmas, dtype)
-    model = per_sample(large_mixture(dtype).denoise_ve)
+    model = one_sample_at_a_time(large_mixture(dtype).denoise_ve)
     x = torch.randn((3, 4, 64, 64), generator=torch.Generator().manual_seed(2)).to(dtype) * sig[0]
     batch = sample_evodiff(model, x, sig, disable=True, variant="reference")
     assert batch.dtype == dtype and torch.isfinite(batch).all()

@@ -9,7 +9,8 @@ import torch
 import golden
 from bench.metrics import rms_error
 from evodiff_core import SHIFT_MAX, SHIFT_MIN, VARIANTS, sample_evodiff
-from tools.analytic import CountingModel, GaussianMixture, linear_gaussian_denoiser, probability_flow_ode_ve
+from tools.analytic import (CountingModel, GaussianMixture, linear_gaussian_denoiser, one_sample_at_a_time,
+                            probability_flow_ode_ve)
 
 SD15_KARRAS_10 = golden.case("karras_sd15_n10_gmm")["sigmas"]          # ends in 0
 SD15_KARRAS_22 = golden.case("karras_sd15_n22_gmm")["sigmas"]          # N = 21: the N > 20 rule is on
@@ -26,11 +27,6 @@ def linear_model(x, sigma, **extra_args):
 def gmm_a():
     t = golden.tensors()
     return GaussianMixture.per_channel(t["gmm_A/means"], t["gmm_A/variances"], t["gmm_A/weights"])
-
-
-def per_sample_model(denoise):
-    """Evaluates each sample on its own, so batch effects can only come from the sampler."""
-    return lambda x, sigma, **kw: torch.cat([denoise(x[b:b + 1], sigma[b:b + 1]) for b in range(x.shape[0])])
 
 
 def noise(shape, seed=0, dtype=torch.float64):
@@ -56,7 +52,7 @@ def test_any_rank_equals_the_4d_run(shape, sigmas, variant):
 def test_inner_products_are_per_channel_not_over_channels():
     """Channels do not talk to each other: changing channel 1 leaves channel 0 untouched."""
     sig = sigmas_of(SD15_KARRAS_10)
-    model = per_sample_model(gmm_a().denoise_ve)
+    model = one_sample_at_a_time(gmm_a().denoise_ve)
     x = noise((1, 4, 8, 8)) * sig[0]
     base = sample_evodiff(linear_model, x, sig, disable=True)
     x2 = x.clone()
@@ -70,7 +66,7 @@ def test_inner_products_are_per_channel_not_over_channels():
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_batch_samples_are_independent_bit_for_bit(sigmas, variant):
     sig = sigmas_of(sigmas)
-    model = per_sample_model(gmm_a().denoise_ve)
+    model = one_sample_at_a_time(gmm_a().denoise_ve)
     x = noise((3, 4, 8, 8), seed=1) * sig[0]
     batch = sample_evodiff(model, x, sig, disable=True, variant=variant)
     for b in range(3):
@@ -308,7 +304,7 @@ def test_unknown_variant_and_noise_schedule_are_refused():
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_shift_changes_the_result(variant):
     sig = sigmas_of(SD15_KARRAS_10)
-    model = per_sample_model(gmm_a().denoise_ve)
+    model = one_sample_at_a_time(gmm_a().denoise_ve)
     x = noise((2, 4, 8, 8)) * sig[0]
     assert not torch.equal(sample_evodiff(model, x, sig, disable=True, shift=0.5, variant=variant),
                            sample_evodiff(model, x, sig, disable=True, shift=1.0, variant=variant))

@@ -241,3 +241,22 @@ class CountingModel:
     def __call__(self, x, sigma, **extra_args):
         self.calls += 1
         return self.denoise(x, sigma)
+
+
+def one_sample_at_a_time(model):
+    """Calls ``model(x, sigma)`` on every sample alone, so batch effects can only come from the sampler."""
+    return lambda x, sigma, **kw: torch.cat([model(x[b:b + 1], sigma[b:b + 1]) for b in range(x.shape[0])])
+
+
+def gaussian_denoiser(mean, std):
+    """E[x0 | x] for x = x0 + σε, x0 ~ N(mean, std²) per channel (VE / EPS convention)."""
+    def denoise(x, sigma):
+        s2 = sigma.reshape(-1, *([1] * (x.dim() - 1))) ** 2
+        return mean + std ** 2 / (std ** 2 + s2) * (x - mean)
+    return denoise
+
+
+def gaussian_ode_solution(x, sigma_from, sigma_to, mean, std):
+    """The probability-flow ODE for x0 ~ N(mean, std²) from σ_from to σ_to, in closed form:
+    x − mean scales by sqrt((std² + σ_to²)/(std² + σ_from²))."""
+    return mean + (x - mean) * torch.sqrt((std ** 2 + sigma_to ** 2) / (std ** 2 + sigma_from ** 2))
