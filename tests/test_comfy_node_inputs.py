@@ -6,27 +6,14 @@ and failed at sampling time, blamed on SamplerCustomAdvanced.
 import pytest
 
 import comfy_harness as h
+from test_comfy_sampling import custom_advanced_prompt
 
 pytestmark = pytest.mark.comfy
 
 
 def sampler_node_prompt(**inputs) -> dict:
-    """The smallest prompt that makes ComfyUI validate a SamplerEVODiff: its SAMPLER feeds a sampling node."""
-    widgets = {"shift": 0.5, "variant": "improved", "noise_schedule": "auto", **inputs}
-    return {
-        "model": {"class_type": "EVODiffTestCheckpoint", "inputs": {"family": "sd15"}},
-        "cond": {"class_type": "EVODiffTestConditioning", "inputs": {"family": "sd15", "seed": 1}},
-        "latent": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
-        "evodiff": {"class_type": h.SAMPLER_NODE, "inputs": widgets},
-        "guider": {"class_type": "BasicGuider", "inputs": {"model": ["model", 0], "conditioning": ["cond", 0]}},
-        "noise": {"class_type": "RandomNoise", "inputs": {"noise_seed": 0}},
-        "sigmas": {"class_type": "BasicScheduler", "inputs": {
-            "model": ["model", 0], "scheduler": "karras", "steps": 3, "denoise": 1.0}},
-        "sample": {"class_type": "SamplerCustomAdvanced", "inputs": {
-            "noise": ["noise", 0], "guider": ["guider", 0], "sampler": ["evodiff", 0],
-            "sigmas": ["sigmas", 0], "latent_image": ["latent", 0]}},
-        "capture": {"class_type": "EVODiffTestCaptureLatent", "inputs": {"samples": ["sample", 0], "label": "out"}},
-    }
+    """A SamplerCustomAdvanced prompt whose SamplerEVODiff has these widget values."""
+    return custom_advanced_prompt("sd15", steps=3, **inputs)
 
 
 def node_error_text(comfyui, prompt) -> str:

@@ -168,3 +168,9 @@ def test_comfyui_own_config_parser_reads_the_pyproject(comfyui):
     assert config.project.urls.repository.startswith("https://github.com/")
     assert config.tool_comfy.publisher_id and config.tool_comfy.display_name and config.tool_comfy.icon
     assert config.project.supported_comfyui_version == ">=0.3.64"
+    # comfy_config drops the whole accelerator (or OS) list if one entry is unknown
+    classifiers = tomllib.loads((PACK_DIR / "pyproject.toml").read_text())["project"]["classifiers"]
+    accelerators = [c.removeprefix("Environment :: ") for c in classifiers if c.startswith("Environment ::")]
+    systems = [c.removeprefix("Operating System :: ") for c in classifiers if c.startswith("Operating System :: ")]
+    assert accelerators and config.project.supported_accelerators == accelerators
+    assert systems and config.project.supported_os == systems

@@ -13,20 +13,6 @@ PYPROJECT = tomllib.loads((PACK_DIR / "pyproject.toml").read_text())
 WORKFLOW_PATHS = sorted((PACK_DIR / "example_workflows").glob("*.json"))
 
 
-@pytest.mark.comfy
-def test_comfyui_config_parser_keeps_every_classifier(comfyui):
-    """ComfyUI's comfy_config drops the whole accelerator (or OS) list if one entry is unknown."""
-    pytest.importorskip("pydantic_settings")
-    from comfy_config import config_parser
-
-    config = config_parser.extract_node_configuration(str(PACK_DIR))
-    classifiers = PYPROJECT["project"]["classifiers"]
-    accelerators = [c.removeprefix("Environment :: ") for c in classifiers if c.startswith("Environment ::")]
-    systems = [c.removeprefix("Operating System :: ") for c in classifiers if c.startswith("Operating System :: ")]
-    assert accelerators and config.project.supported_accelerators == accelerators
-    assert systems and config.project.supported_os == systems
-
-
 def test_icon_is_a_square_image_of_at_most_400_px_in_the_repository():
     from PIL import Image
 

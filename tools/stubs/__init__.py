@@ -125,8 +125,3 @@ def install_where_missing(packages=OPTIONAL_PACKAGES) -> tuple[str, ...]:
                 sys.meta_path.insert(0, finder)
             finder.reasons[package] = f"{type(error).__name__}: {error}"
     return tuple(p for p in packages if finder is not None and p in finder.reasons)
-
-
-def stubbed_packages() -> tuple[str, ...]:
-    finder = _installed_finder()
-    return tuple(finder.reasons) if finder else ()
