@@ -44,7 +44,7 @@ def samples(cell=CELL, samplers=SAMPLERS, nfes=NFES, seed=SEED, ode_steps=ODE_ST
     with quality._quiet("evodiff_core"), quality._quiet("evodiff_bench_pack"):
         for sampler in samplers:
             for nfe in nfes:
-                steps, achieved = cs.steps_for_nfe(sampler, cell.family, cell.scheduler, nfe)
+                steps, _ = cs.steps_for_nfe(sampler, cell.family, cell.scheduler, nfe)
                 run = cs.run_sampler(sampler, cell.family, cell.scheduler, steps, denoise, noise)
                 if run.nfe != nfe:
                     raise AssertionError(f"{sampler}: {run.nfe} model calls, not {nfe}")
