@@ -151,40 +151,43 @@ def weights_of_step(grid, i: int, noise_schedule: str, variable: str, last_varia
                        last=tuple(integral_weights(lam[:2], lam[1], lam[2], alpha_t, last_variable)))
 
 
-def _difference_pair(m0, m1, d_new):
-    """[B, C, 2, L]: d = m0 − m1 and a = D_i − m0 side by side, so one batched matmul gives their
-    three inner products. Made after the model call, so it never adds to the call's peak memory."""
-    pair = m0.new_empty((*m0.shape[:2], 2, m0.shape[2]))
-    torch.sub(m0, m1, out=pair[:, :, 0])
-    torch.sub(d_new, m0, out=pair[:, :, 1])
+def _difference_pair(denoised_prev, denoised_prev2, denoised):
+    """[B, C, 2, L]: d = D_{i−1} − D_{i−2} and a = D_i − D_{i−1} side by side, so one batched matmul
+    gives their three inner products. Made after the model call, so it never adds to the call's
+    peak memory."""
+    pair = denoised_prev.new_empty((*denoised_prev.shape[:2], 2, denoised_prev.shape[2]))
+    torch.sub(denoised_prev, denoised_prev2, out=pair[:, :, 0])
+    torch.sub(denoised, denoised_prev, out=pair[:, :, 1])
     return pair
 
 
-def order2_step(x, m0, m1, sw: StepWeights, shift: float, trust_prev, denoise, state_is_ours: bool = False):
+def order2_step(x, denoised_prev, denoised_prev2, weights: StepWeights, shift: float, trust_prev, denoise,
+                state_is_ours: bool = False):
     """(V3)–(V8): one step σ_{i−1} → σ_i with one model call at the probe point.
 
-    ``trust_prev`` is the previous step's ν ([B, C, 1]), or None where no step has measured the
-    slopes' agreement yet (then the probe is the Euler point). Returns ``(x_i, D_i, ν)``; D_i
-    belongs to the probe point and is reused by the next step. Slopes are kept unscaled:
-    g− = d/Δu_prev with d = m0 − m1, and g+ − g− = ẽ/Δu. ``state_is_ours``: x was never handed
-    to the model, so the Euler step may overwrite it (no tensor the model saw is ever changed)."""
-    x_euler = euler_step(x, m0, sw.sigma_prev, sw.sigma, out=x if state_is_ours else None)
-    q = sw.du / sw.du_prev
+    ``denoised_prev``, ``denoised_prev2``: D_{i−1}, D_{i−2}. ``trust_prev`` is the previous step's
+    ν ([B, C, 1]), or None where no step has measured the slopes' agreement yet (then the probe is
+    the Euler point). Returns ``(x_i, D_i, ν)``; D_i belongs to the probe point and is reused by the
+    next step. Slopes are kept unscaled: g− = d/Δu_prev with d = D_{i−1} − D_{i−2}, and
+    g+ = a/Δu with a = D_i − D_{i−1}. ``state_is_ours``: x was never handed to the model or the
+    callback, so the Euler step may overwrite it (no tensor handed out is ever changed)."""
+    x_euler = euler_step(x, denoised_prev, weights.sigma_prev, weights.sigma, out=x if state_is_ours else None)
+    q = weights.du / weights.du_prev
     # (V6') conditioning: 1 for comparable steps, → (Q/q)⁴ when the previous step was q ≫ Q times
     # shorter, so a near-duplicate sigma (q → ∞) changes the result boundedly
     conditioning = 1.0 / (1.0 + (q / SLOPE_BASELINE_RATIO) ** 4)
     # (V3) probe x̃ = x_E + a1·θ·g−, θ = the previous step's trust (0 before any was measured)
     if trust_prev is None:
         theta = 0.0
-        d_new = denoise(x_euler)
+        denoised = denoise(x_euler)
         x_euler = x_euler.clone()   # the model saw it: the corrector writes into a copy
     else:
         theta = trust_prev * conditioning
-        weight = theta * (sw.a1 / sw.du_prev)
-        d_new = denoise(torch.addcmul(x_euler, weight, m0 - m1))   # m0 − m1 is freed before the call
-    pair = _difference_pair(m0, m1, d_new)
+        probe_weight = theta * (weights.a1 / weights.du_prev)
+        denoised = denoise(torch.addcmul(x_euler, probe_weight, denoised_prev - denoised_prev2))
+    pair = _difference_pair(denoised_prev, denoised_prev2, denoised)
     diff, output_change = pair[:, :, 0], pair[:, :, 1]
-    # (V4) the output's change a = D_i − m0 = Δu·g+; the slope change is ẽ = Δu·(g+ − g−) = a − q·d
+    # (V4) the output's change a = D_i − D_{i−1} = Δu·g+; the slope change is ẽ = Δu·(g+ − g−) = a − q·d
     gram = pair @ pair.transpose(-1, -2)
     dd, da, aa = gram[..., 0, :1], gram[..., 0, 1:], gram[..., 1, 1:]
     dc = da - q * dd                              # ⟨d, ẽ⟩
@@ -196,25 +199,24 @@ def order2_step(x, m0, m1, sw: StepWeights, shift: float, trust_prev, denoise, s
     disagreement = cc.sqrt() / (q * dd.sqrt() + aa.sqrt()).clamp_min(tiny)
     trust = (1 - disagreement).clamp(0.0, 1.0).pow(shift) * conditioning
     # (V7) η = ν·η_quad + (1 − ν)·η_var
-    eta = trust * sw.eta_quad + (1 - trust) * eta_var
+    eta = trust * weights.eta_quad + (1 - trust) * eta_var
     # (V8) x_i = x̃ + ν·(x_C − x̃), x_C = x_E + a1·((1 − η)·g− + η·g+):
     #      on d: a1/Δu_prev·(θ + ν(1 − θ)), on ẽ: a1/Δu·ν·η; with ẽ = a − q·d, on a: a1/Δu·ν·η and
     #      on d: a1/Δu_prev·(θ + ν(1 − θ) − ν·η)
     on_diff = theta + trust * (1 - theta) - trust * eta
-    x_next = x_euler.addcmul_(on_diff, diff, value=sw.a1 / sw.du_prev)
-    return x_next.addcmul_(trust * eta, output_change, value=sw.a1 / sw.du), d_new, trust
+    x_next = x_euler.addcmul_(on_diff, diff, value=weights.a1 / weights.du_prev)
+    return x_next.addcmul_(trust * eta, output_change, value=weights.a1 / weights.du), denoised, trust
 
 
-def last_step(x, m0, m1, sw: StepWeights, trust_prev) -> torch.Tensor:
+def last_step(x, denoised_prev, denoised_prev2, weights: StepWeights, trust_prev) -> torch.Tensor:
     """(V9): the last solver step, no model call (ends in D(x_N, σ_N) or hands x_N over).
 
-    x_N = x_E + ν·(x_V9 − x_E), x_V9 = ρ·x + W_1·m1 + W_0·m0; as W_1 + W_0 = 1 − ρ the
-    difference is W_1·(m1 − m0). ν = the last measured trust; Euler where none was measured."""
-    x_euler = euler_step(x, m0, sw.sigma_prev, sw.sigma)
+    x_N = x_E + ν·(x_V9 − x_E), x_V9 = ρ·x + W_1·D_{N−2} + W_0·D_{N−1}; as W_1 + W_0 = 1 − ρ the
+    difference is W_1·(D_{N−2} − D_{N−1}). ν = the last measured trust; Euler where none was measured."""
+    x_euler = euler_step(x, denoised_prev, weights.sigma_prev, weights.sigma)
     if trust_prev is None:
         return x_euler
-    w1 = sw.last[0]
-    return x_euler.addcmul_(trust_prev, m1 - m0, value=w1)
+    return x_euler.addcmul_(trust_prev, denoised_prev2 - denoised_prev, value=weights.last[0])
 
 
 class Steps(SolverSteps):
@@ -246,10 +248,11 @@ class Steps(SolverSteps):
     def order2(self, i, x, m0, m1, denoise):
         if self.probe_ending and i == self.last_index:
             denoise = self._keeping_the_noise(denoise)
-        # from step 3 on the state is an earlier corrector output, which the model never saw
-        x_next, d_new, self.trust = order2_step(x, m0, m1, self.weights[i], self.shift, self.trust,
-                                                denoise, state_is_ours=i >= 3)
-        return x_next, d_new
+        # from step 3 on the state is an earlier corrector output, which the model never saw;
+        # a callback may have kept it, though
+        x_next, denoised, self.trust = order2_step(x, m0, m1, self.weights[i], self.shift, self.trust, denoise,
+                                                   state_is_ours=i >= 3 and self.may_overwrite_state)
+        return x_next, denoised
 
     def _keeping_the_noise(self, denoise):
         def at_probe(x_probe):

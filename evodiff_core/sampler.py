@@ -106,6 +106,7 @@ def sample_evodiff(model, x, sigmas, extra_args=None, callback=None, disable=Non
     state = x.to(work_dtype).reshape(flat)
     grid = p.grid
     steps = _STEPS[variant](p, shift, noise_schedule)
+    steps.may_overwrite_state = callback is None   # a callback may keep every x it is handed
     p = steps.plan   # the variant's labels: improved's probe ending moves the final call into step N
     m0 = m1 = None   # the last two model outputs D_{i-1}, D_{i-2}
 

@@ -29,6 +29,10 @@ class SolverSteps:
     the last two model outputs D_{i−1}, D_{i−2}; tensors are ``[B, C, L]``.
     """
 
+    # False when the caller keeps the states it is handed (a callback): then no step may write
+    # into a state in place, as ComfyUI's own samplers never change a tensor they handed out
+    may_overwrite_state = True
+
     def __init__(self, plan: Plan, shift: float, noise_schedule: str):
         self.plan = plan   # a variant may relabel it (improved's probe ending)
 

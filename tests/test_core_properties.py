@@ -643,3 +643,36 @@ def test_low_precision_latents_keep_their_dtype_and_track_the_float64_run(schedu
     scale = max(rms_error(exact, ZERO), 1.0)
     note(f"relative RMS {rms_error(out, exact) / scale:.3g}")
     assert rms_error(out, exact) <= DTYPE_RELATIVE_RMS[dtype] * scale
+
+
+# ---------------------------------------------------------------- 6. the callback contract
+
+@derandomized(300)
+@given(schedule=schedules(max_steps=20), variant=st.sampled_from(VARIANTS), shape=latent_shapes(),
+       seed=st.integers(0, 2 ** 16))
+def test_no_tensor_handed_to_the_callback_or_the_model_is_changed_afterwards(schedule, variant, shape, seed):
+    """ComfyUI's samplers never change a tensor after handing it out: preview collectors,
+    animation nodes and x0 outputs keep what the callback gives them, and a model may cache its
+    input. Every x and denoised the callback got, and every model input and output, still holds
+    its value when the sampler returns; and the run equals the run without a callback."""
+    model = mixture_model(mixture(shape[1:], seed), schedule.family == "flow")
+    handed_out = []   # (tensor, the copy taken when it was handed out)
+
+    def keeping(tensor):
+        handed_out.append((tensor, tensor.clone()))
+
+    def watched_model(x, sigma, **kw):
+        keeping(x)
+        out = model(x, sigma, **kw)
+        keeping(out)
+        return out
+
+    def callback(info):
+        keeping(info["x"])
+        keeping(info["denoised"])
+
+    x = start_latent(schedule, shape, seed).to(torch.float32)
+    out = sample(watched_model, x, schedule, variant, callback=callback)
+    changed = [k for k, (tensor, copy) in enumerate(handed_out) if not torch.equal(tensor, copy)]
+    assert not changed, f"{len(changed)} of {len(handed_out)} tensors handed out were changed later"
+    assert torch.equal(out, sample(model, x, schedule, variant))
