@@ -21,6 +21,8 @@ import torch
 from tools import analytic
 from tools.comfyui_runtime import PACK_DIR, model_patcher, prepare_comfyui
 
+from . import revisions
+
 BUILTIN_SAMPLERS = ("euler", "heun", "dpmpp_2m", "deis", "ipndm", "res_multistep",
                     "gradient_estimation", "uni_pc", "uni_pc_bh2")
 # Deterministic samplers newer than 0.3.75, baselines wherever the running ComfyUI has them
@@ -91,7 +93,8 @@ def model_sampling(family: str):
 
 
 def is_evodiff(sampler: str) -> bool:
-    return sampler == EVODIFF_PREFIX or sampler.startswith(EVODIFF_PREFIX + ":")
+    """'evodiff', 'evodiff:<variant>[@shift=x]', 'evodiff@shift=x' and 'evodiff@<rev>' (bench.revisions)."""
+    return sampler == EVODIFF_PREFIX or sampler.startswith((EVODIFF_PREFIX + ":", EVODIFF_PREFIX + "@"))
 
 
 def evodiff_variants() -> tuple[str, ...]:
@@ -158,6 +161,10 @@ def sampler_object(sampler: str, family: str):
     c = comfyui()
     if sampler == EVODIFF_PREFIX:  # what comfy.samplers.ksampler("evodiff") builds once registered
         return c.samplers.KSAMPLER(pack_sampler_function())
+    _, rev = revisions.split_name(sampler)
+    if rev is not None:   # an earlier commit's default, with the noise schedule the pack would detect
+        return c.samplers.KSAMPLER(revisions.core_at(rev).sample_evodiff,
+                                   {"noise_schedule": "flow" if is_flow(family) else "ve"})
     if is_evodiff(sampler):
         from evodiff_core import sample_evodiff
 
