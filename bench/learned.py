@@ -30,6 +30,10 @@ WEIGHTS = Path(__file__).resolve().parent / "weights"
 DENOISER_FILE = WEIGHTS / "digits_edm_denoiser.safetensors"
 FEATURES_FILE = WEIGHTS / "digits_feature_net.safetensors"
 CONDITIONAL_FILE = WEIGHTS / "digits_cond_edm_denoiser.safetensors"
+# A second class-conditional denoiser, trained from another seed with fewer steps: a validation
+# problem the step rule is never tuned on (python -m bench.learned --conditional --validation).
+VALIDATION_CONDITIONAL_FILE = WEIGHTS / "digits_cond_edm_denoiser_seed1.safetensors"
+VALIDATION_SEED, VALIDATION_STEPS = 1, 8000
 SIGMA_DATA = 0.5
 EVENT_SHAPE = (1, 8, 8)
 # The denoiser is trained for kappa in this range; beyond it the network's noise embedding is
@@ -158,26 +162,27 @@ def load() -> tuple[EDMDenoiser, FeatureNet]:
 
 
 @lru_cache(maxsize=None)
-def load_conditional() -> EDMDenoiser:
-    """The shipped class-conditional denoiser (eval mode, no grad); labels 0..9 or NULL_LABEL."""
+def load_conditional(path: Path = CONDITIONAL_FILE) -> EDMDenoiser:
+    """A shipped class-conditional denoiser (eval mode, no grad); labels 0..9 or NULL_LABEL."""
     from safetensors.torch import load_file
 
-    if not CONDITIONAL_FILE.is_file():
-        raise FileNotFoundError(f"missing {CONDITIONAL_FILE}; run `python -m bench.learned --conditional`")
+    if not path.is_file():
+        flags = " --validation" if path == VALIDATION_CONDITIONAL_FILE else ""
+        raise FileNotFoundError(f"missing {path}; run `python -m bench.learned --conditional{flags}`")
     denoiser = EDMDenoiser(classes=CLASSES)
-    denoiser.load_state_dict(load_file(CONDITIONAL_FILE))
+    denoiser.load_state_dict(load_file(path))
     return denoiser.eval().requires_grad_(False)
 
 
-def guided_denoiser(family: str, labels: torch.Tensor, cfg: float):
+def guided_denoiser(family: str, labels: torch.Tensor, cfg: float, path: Path = CONDITIONAL_FILE):
     """fn(x, sigma) -> D_u + cfg (D_c - D_u): classifier-free guidance as ComfyUI computes it.
 
     Batch row b asks for labels[b]. ``family`` is "eps" (or "ve": x = x0 + sigma eps) or "flow"
-    (x = (1 - sigma) x0 + sigma eps). D_c and D_u come from one forward pass of 2B rows, as
+    (x = (1 - sigma) x0 + sigma eps); ``path``: which conditional net. D_c and D_u come from one forward pass of 2B rows, as
     ComfyUI batches cond and uncond; at cfg = 1 ComfyUI skips the uncond pass and returns D_c
     exactly, and so does this.
     """
-    net = load_conditional()
+    net = load_conditional(path)
     denoise = net.denoise_flow if _is_flow(family) else net.denoise_ve
     labels = torch.as_tensor(labels, dtype=torch.long).flatten()
     both = torch.cat([labels, torch.full_like(labels, NULL_LABEL)])
@@ -268,10 +273,17 @@ def main(argv=None):
                         help="denoiser training steps (default 12000; --conditional: 20000)")
     parser.add_argument("--conditional", action="store_true",
                         help=f"train only the class-conditional denoiser -> {CONDITIONAL_FILE.name}")
+    parser.add_argument("--validation", action="store_true",
+                        help=f"with --conditional: the validation model (seed {VALIDATION_SEED}, "
+                             f"{VALIDATION_STEPS} steps) -> {VALIDATION_CONDITIONAL_FILE.name}")
     args = parser.parse_args(argv)
     WEIGHTS.mkdir(exist_ok=True)
     start = time.time()
-    if args.conditional:
+    if args.conditional and args.validation:
+        torch.set_num_threads(1)
+        _save(train_denoiser(args.steps or VALIDATION_STEPS, seed=VALIDATION_SEED, label_dropout=LABEL_DROPOUT),
+              VALIDATION_CONDITIONAL_FILE)
+    elif args.conditional:
         torch.set_num_threads(2)
         _save(train_denoiser(args.steps or 20000, label_dropout=LABEL_DROPOUT), CONDITIONAL_FILE)
     else:

@@ -8,6 +8,9 @@
 * ``mixture-cfg`` / ``digits-cfg``: class-conditional versions for classifier-free guidance
   (``guided_denoiser(family, labels, cfg)``); the mixture's classes are groups of its components,
   so D_c and D_u are both exact; the digits one is ``bench.learned``'s label-dropout denoiser.
+* ``mixture-b``, ``mixture-b-cfg``, ``digits-b-cfg``: the validation problems, which no rule of the
+  solver is tuned on: another mixture geometry (6 components, another seed, 3 classes) and a
+  second conditional digits net trained from another seed.
 
 A denoiser is given in ComfyUI's sigma convention for the family: ``eps`` (and ``edm``) means
 x = x0 + sigma * eps, ``flow`` (any shift) means x = (1 - sigma) * x0 + sigma * eps.
@@ -36,9 +39,10 @@ class MixtureProblem:
     name = "mixture"
     # 64 dims: enough to be hard, few enough that Fréchet distances from 2048 samples are stable
     event_shape = (4, 4, 4)
+    n_components, seed = 10, 20251126
 
-    def __init__(self, components: int = 10, seed: int = 20251126):
-        self.mixture = anisotropic_mixture(components, self.event_shape, seed)
+    def __init__(self):
+        self.mixture = anisotropic_mixture(self.n_components, self.event_shape, self.seed)
         self.data_target = FrechetTarget(*self.mixture.moments())
 
     def denoiser(self, family: str):
@@ -73,7 +77,7 @@ class DigitsProblem:
 
 
 class GuidedMixtureProblem(MixtureProblem):
-    """The mixture with its components split into classes (component k is in class k mod 5)."""
+    """The mixture with its components split into classes (component k is in class k mod n_classes)."""
     name = "mixture-cfg"
     n_classes = 5
 
@@ -94,22 +98,37 @@ class GuidedMixtureProblem(MixtureProblem):
 class GuidedDigitsProblem(DigitsProblem):
     """The digits with ``bench.learned``'s class-conditional (label-dropout) denoiser."""
     name = "digits-cfg"
+    weights = learned.CONDITIONAL_FILE
 
     def __init__(self):
-        if not learned.CONDITIONAL_FILE.is_file():
-            raise FileNotFoundError(
-                f"the digits-cfg cells need the class-conditional digits denoiser {learned.CONDITIONAL_FILE}; "
-                "train it with `python -m bench.learned --conditional`")
+        learned.load_conditional(self.weights)   # a missing net fails here, saying how to train it
         super().__init__()
 
     def draw_labels(self, n: int, generator: torch.Generator) -> torch.Tensor:
         return torch.randint(learned.CLASSES, (n,), generator=generator)
 
     def guided_denoiser(self, family: str, labels: torch.Tensor, cfg: float):
-        return learned.guided_denoiser(convention(family), labels, cfg)
+        return learned.guided_denoiser(convention(family), labels, cfg, self.weights)
 
 
-PROBLEMS = {p.name: p for p in (MixtureProblem, DigitsProblem, GuidedMixtureProblem, GuidedDigitsProblem)}
+class ValidationMixtureProblem(MixtureProblem):
+    name = "mixture-b"
+    n_components, seed = 6, 31
+
+
+class ValidationGuidedMixtureProblem(GuidedMixtureProblem):
+    name = "mixture-b-cfg"
+    n_components, seed, n_classes = 6, 31, 3
+
+
+class ValidationGuidedDigitsProblem(GuidedDigitsProblem):
+    name = "digits-b-cfg"
+    weights = learned.VALIDATION_CONDITIONAL_FILE
+
+
+PROBLEMS = {p.name: p for p in (MixtureProblem, DigitsProblem, GuidedMixtureProblem, GuidedDigitsProblem,
+                                ValidationMixtureProblem, ValidationGuidedMixtureProblem,
+                                ValidationGuidedDigitsProblem)}
 
 
 @lru_cache(maxsize=None)

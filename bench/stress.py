@@ -59,7 +59,7 @@ SCHEDULES = (tuple(("eps", s) for s in ("karras", "normal", "simple", "sgm_unifo
 GUIDED_SCHEDULES = (("eps", "karras"), ("eps", "normal"), ("edm", "karras"), ("flow3", "simple"))
 MIXTURE_CFGS = (1, 2, 4, 7)
 DIGITS_CFGS = (1, 3, 5)
-GUIDED = ("mixture-cfg", "digits-cfg")
+GUIDED = ("mixture-cfg", "digits-cfg", "mixture-b-cfg", "digits-b-cfg")
 
 
 def schedule_name(family: str, scheduler: str) -> str:

@@ -1,9 +1,18 @@
-"""The held-out stress run the README's verdict and headline figure come from: a subset of the
-full matrix (every axis represented: guidance on the analytic and the learned model, EDM
-80→0.002, flow shift 1/3/6, five SD1.5 schedulers) on the held-out noise seed, at NFE 5–30.
-About 5–10 minutes on 2 shared cores; the whole matrix (`scripts/stress --full`) takes over an hour.
+"""The held-out stress run the README's verdict and headline figure come from, on two sets of cells:
+
+* the tuning set (``CELLS``): a subset of the full matrix (every axis represented: guidance on the
+  analytic and the learned model, EDM 80→0.002, flow shift 1/3/6, five SD1.5 schedulers), the
+  cells the solver's rules were developed on;
+* the validation set (``VALIDATION_CELLS``): problems no rule was tuned on (another mixture
+  geometry, a second digits net trained from another seed), other cfg values (2, 3, 5), other
+  schedulers (beta, kl_optimal) and flow shifts (2, 5). A rule is kept only where this set agrees.
+
+Both on the held-out noise seed, at NFE 5–30, beside the previous default (``PREVIOUS``, run from
+its commit by bench.revisions). About 10–20 minutes on 2 shared cores; the whole matrix
+(`scripts/stress --full`) takes over an hour.
 
     .venv/bin/python -m bench.stress_heldout      # -> bench_out/stress/heldout/results.json, docs/stress.md,
+                                                  #    docs/stress-validation.md,
                                                   #    docs/evodiff_headline.png, docs/stress_{guided,unguided}.png
     .venv/bin/python -m bench.stress_heldout --from-results bench_out/stress/heldout/results.json   # re-render only
 
@@ -30,8 +39,21 @@ CELLS = (Cell("mixture-cfg", "eps", "karras", 1.0), Cell("mixture-cfg", "eps", "
          Cell("mixture", "eps", "normal"), Cell("mixture", "eps", "simple"), Cell("mixture", "eps", "sgm_uniform"),
          Cell("mixture", "eps", "exponential"), Cell("mixture", "flow1", "normal"), Cell("mixture", "flow6", "beta"),
          Cell("digits", "flow3", "simple"))
-SAMPLERS = ("evodiff", "evodiff:improved@shift=0", "evodiff:reference", "euler", "dpmpp_2m", "deis", "ipndm",
-            "uni_pc", "res_multistep", "gradient_estimation")
+# nothing below is tuned on: problems, cfg values, schedulers and shifts that CELLS does not have
+VALIDATION_CELLS = (Cell("mixture-b-cfg", "eps", "karras", 3.0), Cell("mixture-b-cfg", "eps", "exponential", 5.0),
+                    Cell("mixture-b-cfg", "eps", "beta", 2.0), Cell("mixture-b-cfg", "edm", "exponential", 3.0),
+                    Cell("mixture-b-cfg", "flow5", "beta", 3.0),
+                    Cell("digits-b-cfg", "eps", "karras", 2.0), Cell("digits-b-cfg", "eps", "kl_optimal", 4.0),
+                    Cell("digits-b-cfg", "flow2", "simple", 4.0), Cell("digits-b-cfg", "edm", "karras", 1.0),
+                    Cell("mixture-b", "eps", "karras"), Cell("mixture-b", "eps", "normal"),
+                    Cell("mixture-b", "eps", "kl_optimal"), Cell("mixture-b", "eps", "beta"),
+                    Cell("mixture-b", "edm", "karras"), Cell("mixture-b", "flow2", "normal"),
+                    Cell("mixture-b", "flow5", "simple"))
+# the default before the trust-gated step (0.2.0's), run from its own commit
+PREVIOUS = "evodiff@cd34a6a"
+SAMPLERS = ("evodiff", PREVIOUS, "evodiff:improved@shift=0", "evodiff:reference", "euler", "dpmpp_2m", "deis",
+            "ipndm", "uni_pc", "res_multistep", "gradient_estimation")
+SETS = {"tuning": CELLS, "validation": VALIDATION_CELLS}
 NFES = (5, 6, 8, 10, 15, 20, 30)
 N_SAMPLES = 384
 ODE_STEPS = 100
@@ -44,6 +66,9 @@ WRITTEN_BY = ("Written by `python -m bench.stress_heldout`, with the README's he
               "(evodiff_headline.png) and the cell figures; `scripts/bench --full` does not run it. Do not edit "
               "by hand.\n\n")
 CELL_FIGURES = {"guided": DOCS / "stress_guided.png", "unguided": DOCS / "stress_unguided.png"}
+VALIDATION_DOC = DOCS / "stress-validation.md"
+VALIDATION_WRITTEN_BY = ("Written by `python -m bench.stress_heldout` (the validation set; the tuning set is in "
+                         "[stress.md](stress.md)). Do not edit by hand.\n\n")
 RESULTS = ROOT / "bench_out" / "stress" / "heldout" / "results.json"
 
 
@@ -74,19 +99,57 @@ def summary_from_docs() -> str:
     return text.split("## Summary\n", 1)[1].split("\nRules.", 1)[0].strip() + "\n"
 
 
+def of_set(records: list[dict], name: str) -> list[dict]:
+    cells = {c.name for c in SETS[name]}
+    return [r for r in records if r["cell"] in cells]
+
+
+def previous_default_section(records: list[dict], previous: str = PREVIOUS) -> str:
+    """Every (cell, NFE) where the default and the previous default differ beyond noise (report.compare)."""
+    at = {(r["cell"], r["nfe_target"], r["sampler"]): r for r in records}
+    verdicts = {"better": [], "worse": [], "tie": []}
+    for r in records:
+        old = at.get((r["cell"], r["nfe_target"], previous))
+        if r["sampler"] != cs.EVODIFF_PREFIX or old is None:
+            continue
+        good = [stress._good(x) for x in (r, old)]
+        verdict = report.compare(r, old, "fd") if all(good) else ("tie" if good[0] == good[1] else
+                                                                   "better" if good[0] else "worse")
+        verdicts[verdict].append(f"{r['cell']} @{r['nfe_target']}")
+    total = sum(map(len, verdicts.values()))
+    lines = [f"## Against the previous default ({previous})\n",
+             f"FD of `evodiff` against `{previous}` at {total} (cell, NFE) points, noise rule as above: "
+             f"better at {len(verdicts['better'])}, tied at {len(verdicts['tie'])}, worse at {len(verdicts['worse'])}.\n"]
+    for verdict in ("worse", "better"):
+        if verdicts[verdict]:
+            lines.append(f"- {verdict.capitalize()} at: {'; '.join(verdicts[verdict])}.")
+    return "\n".join(lines) + "\n"
+
+
 def render(results: dict) -> dict:
-    """docs/stress.md and the figures from a results.json of this run; returns the headline's numbers."""
-    records = results["records"]
+    """docs/stress.md (tuning set), docs/stress-validation.md and the figures from a results.json of
+    this run; returns the headline's numbers."""
+    everything = results["records"]
+    records = of_set(everything, "tuning")
     agg = figures.headline_figure(records, HEADLINE)
     for group, path in CELL_FIGURES.items():
         rs = [r for r in records if (r["cfg"] is not None) == (group == "guided")]
         figures.cells_figure(rs, path, "fd", "FD to the exact solution", cs.EVODIFF_PREFIX, columns=3,
                              title=f"{group.capitalize()} cells, held-out seed: FD to the exact solution "
                                    "(lower is better)")
-    before_cells = headline_section(agg) + "\n" + "\n".join(
+    before_cells = (headline_section(agg) + "\n" + "\n".join(
         f"![{group} cells, FD by NFE]({path.name})\n" for group, path in CELL_FIGURES.items())
-    (DOCS / "stress.md").write_text(stress.markdown(records, results["references"], WRITTEN_BY + results["header"],
-                                                    "EVODiff stress matrix (held-out seed)", before_cells))
+        + "\n" + previous_default_section(records))
+    refs = results["references"]
+    (DOCS / "stress.md").write_text(stress.markdown(
+        records, [r for r in refs if r["cell"] in {c.name for c in CELLS}], WRITTEN_BY + results["header"],
+        "EVODiff stress matrix, tuning set (held-out seed)", before_cells))
+    validation = of_set(everything, "validation")
+    if validation:
+        VALIDATION_DOC.write_text(stress.markdown(
+            validation, [r for r in refs if r["cell"] in {c.name for c in VALIDATION_CELLS}],
+            VALIDATION_WRITTEN_BY + results["header"], "EVODiff stress matrix, validation set (held-out seed)",
+            previous_default_section(validation)))
     return agg
 
 
@@ -103,10 +166,12 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     start = time.perf_counter()
     digest = report.core_digest()
-    records = stress.run(CELLS, SAMPLERS, NFES, (quality.HELDOUT_SEED,), N_SAMPLES, ODE_STEPS, None)
+    records = stress.run(CELLS + VALIDATION_CELLS, SAMPLERS, NFES, (quality.HELDOUT_SEED,), N_SAMPLES, ODE_STEPS,
+                         None)
     refs = stress.references_summary()
     seconds = time.perf_counter() - start
-    settings = (f"{len(CELLS)} cells, NFE {list(NFES)}, {N_SAMPLES} samples per cell (held-out seed "
+    settings = (f"{len(CELLS)} tuning and {len(VALIDATION_CELLS)} validation cells, NFE {list(NFES)}, "
+                f"{N_SAMPLES} samples per cell (held-out seed "
                 f"{quality.HELDOUT_SEED}), exact ODE: RK4 with {ODE_STEPS} steps in log sigma")
     header = report.header("python -m bench.stress_heldout", seconds, settings, digest)
     results = dict(command="python -m bench.stress_heldout", header=header, seconds=seconds, records=records,
@@ -115,7 +180,9 @@ def main(argv=None) -> int:
     results = stress.jsonable(results)   # what results.json holds and --from-results reads: non-finite values are null
     RESULTS.write_text(json.dumps(results, indent=1))
     agg = render(results)
-    print(stress.summary_text(stress.summary(records), records, refs))
+    for name in SETS:
+        subset = of_set(records, name)
+        print(f"[{name}]\n" + stress.summary_text(stress.summary(subset), subset, []))
     print(figures.headline_reading(agg))
     print(f"[stress] wrote docs/stress.md, {HEADLINE.relative_to(ROOT)} and the cell figures in {seconds:.0f} s")
     return 0

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bench import comfy_samplers as cs
-from bench import learned, stress
+from bench import learned, stress, stress_heldout
 from bench.metrics import rms_error
 from bench.problems import GuidedDigitsProblem, labels_for, noise_for, problem
 
@@ -88,9 +88,20 @@ def test_evodiff_is_the_packs_ksampler_function_and_detects_the_schedule():
 
 def test_missing_conditional_digits_weights_are_named(monkeypatch, tmp_path):
     missing = tmp_path / "digits_cond_edm_denoiser.safetensors"
-    monkeypatch.setattr(learned, "CONDITIONAL_FILE", missing)
+    monkeypatch.setattr(GuidedDigitsProblem, "weights", missing)
     with pytest.raises(FileNotFoundError, match="digits_cond_edm_denoiser.safetensors"):
         GuidedDigitsProblem()
+
+
+def test_the_validation_problems_are_other_problems():
+    """The validation set shares no model with the tuning set: another mixture, another digits net."""
+    assert problem("mixture-b").mixture.means.shape[0] != problem("mixture").mixture.means.shape[0]
+    assert problem("digits-b-cfg").weights != problem("digits-cfg").weights
+    assert problem("digits-b-cfg").weights.is_file()
+    tuning = {(c.problem, c.family, c.scheduler, c.cfg) for c in stress_heldout.CELLS}
+    validation = {(c.problem, c.family, c.scheduler, c.cfg) for c in stress_heldout.VALIDATION_CELLS}
+    assert not tuning & validation
+    assert {c.problem for c in stress_heldout.VALIDATION_CELLS} <= {"mixture-b", "mixture-b-cfg", "digits-b-cfg"}
 
 
 def test_cells_cover_the_axes_once():
@@ -169,3 +180,17 @@ def test_digits_cfg_cells_run_with_guidance():
     assert all(r["finite"] and math.isfinite(r["fd"]) for r in records)
     exact = [stress.reference(c, (11,), 16, 40).x for c in cells]
     assert rms_error(exact[0], exact[1]) > 0.05                 # guidance moves the exact solution
+
+
+def test_an_earlier_commits_core_runs_as_a_sampler():
+    """'evodiff@<rev>' runs that commit's core (bench.revisions), as its own package; at the
+    commit of this pack's current default output (cb0fc30) it gives the same result."""
+    noise = torch.randn((4, 4, 4, 4), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    denoiser = problem("mixture").denoiser("eps")
+    now = cs.run_sampler("evodiff", "eps", "karras", 6, denoiser, noise)
+    then = cs.run_sampler("evodiff@cb0fc30", "eps", "karras", 6, denoiser, noise)
+    older = cs.run_sampler("evodiff@cd34a6a", "eps", "karras", 6, denoiser, noise)
+    assert then.nfe == now.nfe == older.nfe == 6
+    assert torch.equal(then.x, now.x)
+    assert not torch.equal(older.x, now.x)
+    assert cs.is_evodiff("evodiff@cd34a6a") and cs.sampler_object("evodiff@shift=0", "eps") is not None
