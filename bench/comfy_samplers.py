@@ -21,7 +21,7 @@ import torch
 from tools import analytic
 from tools.comfyui_runtime import PACK_DIR, model_patcher, prepare_comfyui
 
-from . import revisions
+from . import ablation, revisions
 
 BUILTIN_SAMPLERS = ("euler", "heun", "dpmpp_2m", "deis", "ipndm", "res_multistep",
                     "gradient_estimation", "uni_pc", "uni_pc_bh2")
@@ -93,8 +93,9 @@ def model_sampling(family: str):
 
 
 def is_evodiff(sampler: str) -> bool:
-    """'evodiff', 'evodiff:<variant>[@shift=x]', 'evodiff@shift=x' and 'evodiff@<rev>' (bench.revisions)."""
-    return sampler == EVODIFF_PREFIX or sampler.startswith((EVODIFF_PREFIX + ":", EVODIFF_PREFIX + "@"))
+    """'evodiff', 'evodiff:<variant>[@shift=x]', 'evodiff@shift=x', 'evodiff@<rev>' (bench.revisions) and
+    'evodiff~<rule>' (bench.ablation)."""
+    return sampler == EVODIFF_PREFIX or sampler.startswith(tuple(EVODIFF_PREFIX + c for c in ":@~"))
 
 
 def evodiff_variants() -> tuple[str, ...]:
@@ -161,6 +162,10 @@ def sampler_object(sampler: str, family: str):
     c = comfyui()
     if sampler == EVODIFF_PREFIX:  # what comfy.samplers.ksampler("evodiff") builds once registered
         return c.samplers.KSAMPLER(pack_sampler_function())
+    rule = ablation.rule_of(sampler)
+    if rule is not None:   # the current default with one of its rules off (bench.ablation)
+        return c.samplers.KSAMPLER(ablation.sampler_function(rule),
+                                   {"noise_schedule": "flow" if is_flow(family) else "ve"})
     _, rev = revisions.split_name(sampler)
     if rev is not None:   # an earlier commit's default, with the noise schedule the pack would detect
         return c.samplers.KSAMPLER(revisions.core_at(rev).sample_evodiff,

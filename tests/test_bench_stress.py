@@ -194,3 +194,21 @@ def test_an_earlier_commits_core_runs_as_a_sampler():
     assert torch.equal(then.x, now.x)
     assert not torch.equal(older.x, now.x)
     assert cs.is_evodiff("evodiff@cd34a6a") and cs.sampler_object("evodiff@shift=0", "eps") is not None
+
+
+@pytest.mark.parametrize("rule", ["no-gate", "no-conditioning", "no-probe-ending", "full-first-probe"])
+def test_each_ablation_switches_its_rule_off_for_the_call_only(rule):
+    """'evodiff~<rule>' changes the output on a list where the rule acts, and leaves the core's
+    constants as they were afterwards."""
+    from evodiff_core import improved
+
+    noise = torch.randn((4, 4, 4, 4), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    denoiser = problem("mixture-cfg").guided_denoiser("eps", torch.arange(4) % 5, 4.0)
+    # linear_quadratic's seam makes q = 14.6 (V6' acts); karras at 6 steps has a long last step (V10)
+    scheduler = "linear_quadratic" if rule == "no-conditioning" else "karras"
+    saved = (improved.SLOPE_BASELINE_RATIO, improved.PROBE_ENDING_MIN_LOG_SNR_STEP, improved.Steps.__init__)
+    default = cs.run_sampler("evodiff", "eps", scheduler, 6, denoiser, noise)
+    ablated = cs.run_sampler(f"evodiff~{rule}", "eps", scheduler, 6, denoiser, noise)
+    assert ablated.nfe == default.nfe and torch.isfinite(ablated.x).all()
+    assert not torch.equal(ablated.x, default.x)
+    assert (improved.SLOPE_BASELINE_RATIO, improved.PROBE_ENDING_MIN_LOG_SNR_STEP, improved.Steps.__init__) == saved
