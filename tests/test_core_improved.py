@@ -172,24 +172,24 @@ def test_flow_first_node_at_pure_noise_is_kept():
 
 @pytest.mark.parametrize("family", ["eps", "flow"])
 @pytest.mark.parametrize("shift", [0.0, 0.5])
-def test_split_point_error_against_dpmpp_2m(family, shift, k_sampling):
-    """A list that stops early (SplitSigmas 'high' part) ends in a state a second sampler can
-    continue from. At μ = 0 its error at sigmas[-1] is at most 1.5× DPM-Solver++(2M)'s on the
-    same list; the default μ = 0.5 trades some of that ODE accuracy for variance control
-    (measured 1.9× on EPS, 0.9× on flow; docs/variants.md)."""
+@pytest.mark.parametrize("cut", [7, 10, 13, 16])
+def test_split_point_error_against_dpmpp_2m(family, shift, cut, k_sampling):
+    """A list that stops early (SplitSigmas 'high' part, KSamplerAdvanced end_at_step) ends in a
+    state a second sampler can continue from: its error at sigmas[-1] is at most 1.5× DPM-Solver++(2M)'s
+    on the same list, at μ = 0 and at the default μ = 0.5. Measured at μ = 0.5, 20 steps cut after
+    6 / 9 / 12 / 15: EPS 1.02 / 0.98 / 1.24 / 0.72, flow 0.77 / 0.57 / 0.61 / 0.21."""
     gmm = mixture()
     if family == "eps":
         full, denoise, ode, schedule = karras(20), gmm.denoise_ve, probability_flow_ode_ve, "ve"
     else:
         full, denoise, ode, schedule = flow_shift3(20), gmm.denoise_flow, probability_flow_ode_flow, "flow"
-    high = full[:13]
+    high = full[:cut]
     x = noise(16) * (float(full[0]) if family == "eps" else 1.0)
     exact = ode(denoise, x, float(high[0]), float(high[-1]), 400)
     ours = rms_error(sample_evodiff(model_of(denoise), x, high, variant="improved", noise_schedule=schedule,
                                     shift=shift), exact)
     theirs = rms_error(k_sampling.sample_dpmpp_2m(model_of(denoise), x, high, disable=True), exact)
-    limit = 1.5 if shift == 0 or family == "flow" else 2.2
-    assert ours <= limit * theirs, (ours, theirs)
+    assert ours <= 1.5 * theirs, (ours, theirs)
 
 
 @pytest.mark.parametrize("nfe", [8, 10])
