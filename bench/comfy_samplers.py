@@ -214,10 +214,11 @@ class Run:
 
 
 def run_sampler(sampler: str, family: str, scheduler: str, steps: int, denoiser,
-                noise: torch.Tensor, seed: int = 0, exact_float64: bool = True) -> Run:
+                noise: torch.Tensor, seed: int = 0, exact_float64: bool = True, callback=None) -> Run:
     """Sample from ``noise`` (unit Gaussian) exactly as KSampler would, txt2img, no CFG.
 
-    The latent is float32 as in ComfyUI (uni_pc fails on float64 latents).
+    The latent is float32 as in ComfyUI (uni_pc fails on float64 latents). ``callback``:
+    KSAMPLER's ``callback(step, denoised, x, total_steps)``, as KSampler's preview passes one.
     """
     noise = noise.to(torch.float32)
     ms = model_sampling(family)
@@ -225,7 +226,7 @@ def run_sampler(sampler: str, family: str, scheduler: str, steps: int, denoiser,
     model = CountingModel(denoiser, ms, exact_float64)
     latent = torch.zeros_like(noise)
     extra_args = {"model_options": {}, "seed": seed}
-    x = sampler_object(sampler, family).sample(model, sigmas, extra_args, None, noise,
+    x = sampler_object(sampler, family).sample(model, sigmas, extra_args, callback, noise,
                                                latent_image=latent, disable_pbar=True)
     return Run(x=x, nfe=model.calls, steps=steps, sigmas=sigmas)
 
