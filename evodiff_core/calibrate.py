@@ -3,17 +3,19 @@
     from evodiff_core import calibrate_schedule
     sigmas = calibrate_schedule(model, noise, steps=6, sigma_max=14.61, sigma_min=0.0292)
 
-The method, in three parts, all on the sampler that will use the schedule (``sample_evodiff``
+The method; steps 2 and 3 run the sampler that will use the schedule (``sample_evodiff``
 with the given variant and shift, whatever its step rule is):
 
-1. Teacher: one dense run (``teacher_steps`` log-uniform steps from σ_max to σ_min) from
-   σ_max·noise; its endpoint is what a few-step run should reach.
+1. Teacher: an accurate solve of the probability-flow ODE from σ_max·noise (RK4 in log sigma,
+   ``teacher_steps`` steps to σ_min, then the final denoise); its endpoint is what a few-step
+   run should reach.
 2. Start: the best of the candidate schedules (the caller's stock ones, plus a log-uniform and a
    Karras ρ = 7 list made here) by the distance of their few-step result to the teacher's.
 3. Polish: a compass search on the interior knots u_k = log σ_k (σ_1 … σ_{N−1}, the last nonzero
    sigma included): each knot moves by ±δ_k inside its neighbours; a move is kept when the
-   few-step result gets closer to the teacher's; δ_k grows after a success and halves after a
-   failure. Every trial is one real sampler run, so the objective is exactly the sampler's error.
+   few-step results get closer to the teacher's (the mean per-sample distance); δ_k grows after
+   a success and halves after a failure. Every trial is one real sampler run, so the objective is
+   exactly the sampler's error.
 
 The noise batch is split: the first half (rounded up) is what the search minimises, the second
 half is held out. The guard: the polished schedule is returned only when it also beats every
@@ -37,7 +39,7 @@ CALIBRATED = "calibrated"
 LOG_UNIFORM = "log-uniform"
 KARRAS_RHO7 = "karras-rho7"
 MIN_STEPS, MAX_STEPS = 2, 64
-TEACHER_STEPS = 48           # the teacher's error is far below a 5–16-step run's (docs/calibration.md)
+TEACHER_STEPS = 24           # RK4 steps (97 calls): far below a 5–16-step run's error (docs/calibration.md)
 DEFAULT_MAX_CALLS = 500      # teacher + candidates + polish, for up to 8 steps; more steps get 60 per step
 MIN_LOG_GAP = 1e-3           # knots keep at least this log-sigma distance: never a duplicate sigma
 START_STEP = 0.35            # first move of a knot, as a fraction of the log-sigma gap to its neighbours
@@ -47,7 +49,7 @@ SMALLEST_STEP = 0.01         # a knot whose move shrank below this (in log sigma
 @dataclass
 class Calibration:
     """What ``calibrate`` found. ``errors``: {schedule name: (fit error, held-out error)}, each the
-    RMS distance to the teacher's endpoint relative to the teacher's RMS."""
+    mean per-sample RMS distance to the teacher's endpoint relative to the teacher's RMS."""
     sigmas: torch.Tensor
     chosen: str                      # CALIBRATED or the name of the candidate that won the guard
     model_calls: int
@@ -103,7 +105,7 @@ def calibrate(model, noise, steps, sigma_max, sigma_min, noise_schedule="ve", ex
     sigma_max, sigma_min = float(sigma_max), float(sigma_min)
     _check_arguments(noise, steps, sigma_max, sigma_min)
     max_calls = default_max_calls(steps) if max_calls is None else int(max_calls)
-    least = teacher_steps + 1 + steps   # the teacher and one few-step run
+    least = 4 * teacher_steps + 1 + steps   # the teacher and one few-step run
     if max_calls < least:
         raise ValueError(f"EVODiff calibration: max_calls={max_calls} is too small for a {teacher_steps}-step "
                          f"teacher and one {steps}-step run; allow at least {least}.")
@@ -117,18 +119,22 @@ def calibrate(model, noise, steps, sigma_max, sigma_min, noise_schedule="ve", ex
         return sample_evodiff(counted, x_start, torch.tensor(sigma_list, dtype=torch.float64), extra_args,
                               disable=True, shift=shift, variant=variant, noise_schedule=noise_schedule)
 
-    teacher = run(_log_uniform(sigma_max, sigma_min, teacher_steps) + [0.0]).double()
+    teacher = teacher_solution(counted, x_start, sigma_max, sigma_min, teacher_steps, extra_args or {}).double()
     teacher_calls = counted.calls
+    if not torch.isfinite(teacher).all():
+        raise FloatingPointError("EVODiff calibration: the model returned NaN/inf on the teacher run; check the "
+                                 "model (an fp16 overflow, a too high cfg, a broken LoRA/patch).")
     scale = teacher.pow(2).mean().sqrt().clamp_min(1e-12)
 
     def errors(sigma_list):
-        """(fit, held-out) relative RMS distance to the teacher; inf where the run breaks."""
+        """(fit, held-out) distance to the teacher; inf where the run breaks."""
         try:
-            squared = (run(sigma_list).double() - teacher).pow(2).flatten(1).mean(1)
+            x = run(sigma_list).double()
         except FloatingPointError:
             return math.inf, math.inf
-        fit, held = squared[:fit_rows].mean().sqrt() / scale, squared[held_rows].mean().sqrt() / scale
-        return (float(fit), float(held)) if torch.isfinite(squared).all() else (math.inf, math.inf)
+        if not torch.isfinite(x).all():
+            return math.inf, math.inf
+        return distance(x[:fit_rows], teacher[:fit_rows], scale), distance(x[held_rows], teacher[held_rows], scale)
 
     own = {LOG_UNIFORM: _log_uniform(sigma_max, sigma_min, steps - 1) + [0.0],
            KARRAS_RHO7: _karras(sigma_max, sigma_min, steps - 1, 7.0) + [0.0]}
@@ -152,6 +158,30 @@ def calibrate(model, noise, steps, sigma_max, sigma_min, noise_schedule="ve", ex
         progress(max_calls, max_calls)
     return Calibration(sigmas=_as_sigmas_tensor(sigma_list, sigma_max, sigma_min), chosen=chosen,
                        model_calls=counted.calls, teacher_calls=teacher_calls, errors=table, skipped=skipped)
+
+
+def teacher_solution(model, x, sigma_max, sigma_min, steps, extra_args) -> torch.Tensor:
+    """x(0) of the probability-flow ODE from x at σ_max: classic RK4 on dx/du = x − D(x, e^u),
+    u = log σ (VE) or log t (flow, where dx/dt = (x − D)/t too), uniform in u down to σ_min, then
+    D(x, σ_min). 4 calls a step, independent of the sampler being calibrated."""
+    work = x.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
+    ones = work.new_ones([x.shape[0]])
+    slope = lambda state, u: state - model(state.to(x.dtype), math.exp(u) * ones, **extra_args).to(work.dtype)  # noqa: E731
+    u, h = math.log(sigma_max), (math.log(sigma_min) - math.log(sigma_max)) / steps
+    for _ in range(steps):
+        k1 = slope(work, u)
+        k2 = slope(work + 0.5 * h * k1, u + 0.5 * h)
+        k3 = slope(work + 0.5 * h * k2, u + 0.5 * h)
+        k4 = slope(work + h * k3, u + h)
+        work, u = work + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4), u + h
+    return model(work.to(x.dtype), sigma_min * ones, **extra_args)
+
+
+def distance(x, teacher, scale) -> float:
+    """The mean over samples of each one's RMS distance to the teacher, relative to the teacher's
+    RMS. Not the RMS over all: a few-step run cannot follow a sample whose path switches modes,
+    and squared errors would let those few samples bend the schedule against all the others."""
+    return float((x - teacher).pow(2).flatten(1).mean(1).sqrt().mean() / scale)
 
 
 def _check_arguments(noise, steps, sigma_max, sigma_min):

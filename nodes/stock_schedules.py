@@ -23,7 +23,7 @@ def _fits(table, sigma_max: float, sigma_min: float) -> bool:
             and math.isclose(float(table[-1]), sigma_min, rel_tol=TABLE_RANGE_TOLERANCE))
 
 
-def _table_schedules(sigma_max: float, sigma_min: float, steps: int) -> dict:
+def table_schedules(sigma_max: float, sigma_min: float, steps: int) -> dict:
     """The AlignYourSteps and GITS tables whose range is the model's (SD1.5 and SDXL)."""
     out = {}
     try:
@@ -41,4 +41,4 @@ def _table_schedules(sigma_max: float, sigma_min: float, steps: int) -> dict:
 def stock_schedules(model_sampling, steps: int) -> dict:
     """{name: sigmas} of every stock schedule for this model_sampling and number of steps."""
     out = {name: comfy.samplers.calculate_sigmas(model_sampling, name, steps) for name in SCHEDULERS}
-    return {**out, **_table_schedules(*_sigma_range(model_sampling), steps)}
+    return {**out, **table_schedules(*_sigma_range(model_sampling), steps)}

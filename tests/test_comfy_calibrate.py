@@ -13,7 +13,7 @@ from tools.comfyui_runtime import progress_hook
 pytestmark = pytest.mark.comfy
 
 NODE = "EVODiffCalibrate"
-TEST_BUDGET = 150   # model calls per calibration: the teacher, the stock schedules and a short polish
+TEST_BUDGET = 160   # model calls per calibration: the teacher, the stock schedules and a short polish
 
 
 def calibrated_prompt(family="sd15", steps=4, samples=2, seed=3, cfg=3.0, width=64):

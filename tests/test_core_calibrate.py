@@ -8,18 +8,14 @@ import torch
 
 from evodiff_core import calibrate, calibrate_schedule, sample_evodiff
 from evodiff_core.calibrate import CALIBRATED
-from tools.analytic import anisotropic_mixture
+from tools.analytic import CountingModel, anisotropic_mixture
 
 MIXTURE = anisotropic_mixture(4, (2, 2, 2), seed=3)
 
 
-class Counting:
-    def __init__(self, denoise):
-        self.denoise, self.calls = denoise, 0
-
-    def __call__(self, x, sigma, **kwargs):
-        self.calls += 1
-        return self.denoise(x.double(), sigma.double()).to(x.dtype)
+def Counting(denoise):
+    """The exact denoiser in float64, handed back in the sampler's dtype; its calls counted."""
+    return CountingModel(lambda x, sigma: denoise(x.double(), sigma.double()).to(x.dtype))
 
 
 def noise(batch=8, seed=0):
@@ -65,8 +61,9 @@ def test_it_beats_the_schedules_it_started_from_and_reports_its_cost():
 
 
 def test_the_guard_returns_the_best_on_held_out_noise_and_a_stock_one_without_a_polish():
-    # with 4 fit samples the polish overfits here: better on them, worse on the held-out 4
-    for budget, polished in ((49 + 3 * 4, False), (300, False)):   # teacher + 3 starts (+ a polish)
+    # without a polish the calibrated schedule is its start, a candidate, and the guard keeps the stock
+    # one; with one, it wins here on the held-out half too
+    for budget, polished in ((97 + 3 * 4, False), (400, True)):   # teacher + 3 starts (+ a polish)
         result = calibrate(Counting(denoiser("ve")), noise(8), 4, 14.61, 0.0292, "ve", max_calls=budget,
                            candidates={"mine": [14.61, 2.0, 0.5, 0.08, 0.0]})
         held = {name: errors[1] for name, errors in result.errors.items()}
@@ -105,7 +102,7 @@ def test_progress_sees_every_call_and_can_stop_it():
     (dict(noise=torch.zeros(3)), "noise"), (dict(max_calls=20), "max_calls"),
 ])
 def test_bad_arguments_are_refused_saying_what_to_change(arguments, words):
-    given = dict(noise=noise(2), steps=4, sigma_max=14.61, sigma_min=0.0292, **{})
+    given = dict(noise=noise(2), steps=4, sigma_max=14.61, sigma_min=0.0292)
     given.update(arguments)
     with pytest.raises(ValueError, match=words):
         calibrate(Counting(denoiser("ve")), **given)
