@@ -17,4 +17,5 @@ from .sampler import (DEFAULT_SHIFT, NOISE_SCHEDULES, SHIFT_MAX, SHIFT_MIN, VARI
                       option_problems, sample_evodiff)
 from .calibrate import Calibration, calibrate, calibrate_schedule
 
-__all__ = ["sample_evodiff", "calibrate_schedule", "calibrate", "Calibration", "option_problems", "DEFAULT_SHIFT", "SHIFT_MIN", "SHIFT_MAX", "VARIANTS", "NOISE_SCHEDULES"]
+__all__ = ["sample_evodiff", "option_problems", "DEFAULT_SHIFT", "SHIFT_MIN", "SHIFT_MAX", "VARIANTS", "NOISE_SCHEDULES",
+           "calibrate_schedule", "calibrate", "Calibration"]
