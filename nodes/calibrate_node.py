@@ -70,9 +70,15 @@ def core_digest() -> str:
     return digest.hexdigest()[:16]
 
 
-def _tensor_sample(tensor: torch.Tensor) -> list:
-    flat = tensor.detach().flatten()
-    return [str(tensor.dtype), list(tensor.shape), flat[:4].float().tolist(), flat[-4:].float().tolist()]
+def _tensor_sample(tensor) -> list:
+    """dtype, shape and the first and last values; only the first two for tensors whose values
+    cannot be read cheaply (meta tensors, quantised custom types)."""
+    described = [str(getattr(tensor, "dtype", type(tensor).__name__)), list(getattr(tensor, "shape", []))]
+    try:
+        flat = tensor.detach().flatten()
+        return described + [flat[:4].float().tolist(), flat[-4:].float().tolist()]
+    except Exception:  # noqa: BLE001 - a fingerprint must never stop the calibration
+        return described
 
 
 def model_fingerprint(model) -> str:
@@ -199,5 +205,5 @@ class EVODiffCalibrate(io.ComfyNode):
             return io.NodeOutput(saved)
         result = calibrate_on_guider(model, positive, negative, cfg, latent["samples"], steps, samples, seed)
         path = save(key, result)
-        log.warning("%s; saved in %s", result.summary(), path)
+        log.info("%s; saved in %s", result.summary(), path)
         return io.NodeOutput(result.sigmas)

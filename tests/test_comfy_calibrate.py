@@ -8,7 +8,7 @@ import torch
 
 import comfy_harness as h
 from test_comfy_sampling import custom_advanced_prompt, pack_module
-from tools.comfyui_runtime import progress_hook
+from tools.comfyui_runtime import progress_hook, set_user_directory
 
 pytestmark = pytest.mark.comfy
 
@@ -50,12 +50,10 @@ def runtime(comfyui, tmp_path, monkeypatch):
     the sigma capture node, a counter of the diffusion model's calls, and a smaller call budget
     (the method is the same; the tests only get faster)."""
     import comfy.model_base
-    import folder_paths
 
     monkeypatch.setattr(pack_module(comfyui, "calibrate_node"), "default_max_calls", lambda steps: TEST_BUDGET)
 
     monkeypatch.setitem(comfyui.nodes.NODE_CLASS_MAPPINGS, "EVODiffTestCaptureSigmas", EVODiffTestCaptureSigmas)
-    monkeypatch.setattr(folder_paths, "get_user_directory", lambda: str(tmp_path))
     calls = []
     real_apply = comfy.model_base.BaseModel.apply_model
 
@@ -64,7 +62,9 @@ def runtime(comfyui, tmp_path, monkeypatch):
         return real_apply(self, *args, **kwargs)
 
     monkeypatch.setattr(comfy.model_base.BaseModel, "apply_model", counting_apply)
-    return comfyui, tmp_path, calls
+    previous = set_user_directory(tmp_path)
+    yield comfyui, tmp_path, calls
+    set_user_directory(previous)
 
 
 def saved_files(user_dir):
