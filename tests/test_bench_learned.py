@@ -98,9 +98,11 @@ def test_guidance_at_cfg_1_and_0_is_cond_and_uncond(family, dtype):
     at_3 = learned.guided_denoiser(family, labels, 3.0)(x, sigma)
     assert at_1.dtype == at_0.dtype == dtype
     assert torch.equal(at_1, cond)
-    tol = dict(rtol=0, atol=1e-5)       # the net is float32 inside; BLAS rounds by batch size
-    torch.testing.assert_close(at_0, uncond, **tol)
-    torch.testing.assert_close(at_3, uncond + 3 * (cond - uncond), **tol)
+    # the net is float32 inside and BLAS rounds by batch size; the flow form divides the net's
+    # output by 1 − t (up to 11× here), which scales that rounding (seen: 2.5e-5 at t = 0.91)
+    scale = (1 - sigma if family == "flow" else torch.ones_like(sigma)).reshape(-1, 1, 1, 1)
+    assert ((at_0 - uncond).abs() * scale).max() <= 1e-5
+    assert ((at_3 - (uncond + 3 * (cond - uncond))).abs() * scale).max() <= 1e-5
     assert (cond - uncond).abs().max() > 0.05                     # the label changes the output
 
 
