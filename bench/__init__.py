@@ -27,5 +27,6 @@ pay for the samplers (about 1 s per sampler and NFE for the six cells at 512 sam
 Modules: comfy_samplers (real ComfyUI schedules/samplers, counting model), problems (the
 Gaussian mixture and the learned digits denoiser, exact ODE solutions), metrics, quality,
 cost, learned (training: `python -m bench.learned`), report (markdown), figures (plots),
-digits_grid (the README's digit picture), stress and stress_heldout (guidance, wide ranges).
+digits_grid (the README's digit picture), stress and stress_heldout (guidance, wide ranges),
+calibration (EVODiffCalibrate's schedules against the best built-in: docs/calibration.md).
 """

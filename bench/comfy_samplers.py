@@ -127,6 +127,13 @@ def extra_deterministic_samplers() -> tuple[str, ...]:
 
 
 @lru_cache(maxsize=None)
+def pack_module(name: str):
+    """A module of this pack's nodes/ (e.g. "sampler_function"), imported as in pack_sampler_function."""
+    pack_sampler_function()
+    return importlib.import_module(f"evodiff_bench_pack.nodes.{name}")
+
+
+@lru_cache(maxsize=None)
 def pack_sampler_function():
     """The function this pack registers as KSampler's "evodiff" (nodes/sampler_function.py).
 
@@ -214,15 +221,19 @@ class Run:
 
 
 def run_sampler(sampler: str, family: str, scheduler: str, steps: int, denoiser,
-                noise: torch.Tensor, seed: int = 0, exact_float64: bool = True, callback=None) -> Run:
+                noise: torch.Tensor, seed: int = 0, exact_float64: bool = True, sigmas=None,
+                callback=None) -> Run:
     """Sample from ``noise`` (unit Gaussian) exactly as KSampler would, txt2img, no CFG.
 
-    The latent is float32 as in ComfyUI (uni_pc fails on float64 latents). ``callback``:
-    KSAMPLER's ``callback(step, denoised, x, total_steps)``, as KSampler's preview passes one.
+    The latent is float32 as in ComfyUI (uni_pc fails on float64 latents). ``sigmas``: a given
+    list instead of the scheduler's (as SamplerCustom runs one; ``scheduler`` is then unused).
+    ``callback``: KSAMPLER's ``callback(step, denoised, x, total_steps)``, as KSampler's preview
+    passes one.
     """
     noise = noise.to(torch.float32)
     ms = model_sampling(family)
-    sigmas = sigmas_for(sampler, family, scheduler, steps)
+    if sigmas is None:
+        sigmas = sigmas_for(sampler, family, scheduler, steps)
     model = CountingModel(denoiser, ms, exact_float64)
     latent = torch.zeros_like(noise)
     extra_args = {"model_options": {}, "seed": seed}

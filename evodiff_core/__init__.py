@@ -11,8 +11,11 @@ paper's), and the paper; the improved variant is derived in docs/variants.md:
   reference.py  the official steps, equations (6)–(22) and (F1)–(F5)
   improved.py   the improved variant's steps, (V1)–(V10)
   sampler.py    the ComfyUI sampler signature, the loop over the plan, dtype, progress, errors
+  calibrate.py  a few-step schedule learned on the model through that sampler (docs/calibration.md)
 """
 from .sampler import (DEFAULT_SHIFT, NOISE_SCHEDULES, SHIFT_MAX, SHIFT_MIN, VARIANTS,
                       option_problems, sample_evodiff)
+from .calibrate import Calibration, calibrate, calibrate_schedule
 
-__all__ = ["sample_evodiff", "option_problems", "DEFAULT_SHIFT", "SHIFT_MIN", "SHIFT_MAX", "VARIANTS", "NOISE_SCHEDULES"]
+__all__ = ["sample_evodiff", "option_problems", "DEFAULT_SHIFT", "SHIFT_MIN", "SHIFT_MAX", "VARIANTS", "NOISE_SCHEDULES",
+           "calibrate_schedule", "calibrate", "Calibration"]

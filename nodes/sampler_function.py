@@ -40,6 +40,11 @@ def noise_schedule_for(model) -> str:
         log.debug("EVODiff: no model_sampling reachable through %s; assuming a VE model (EPS/V).",
                   type(model).__name__)
         return "ve"
+    return noise_schedule_of(model_sampling)
+
+
+def noise_schedule_of(model_sampling) -> str:
+    """'flow' for a CONST (flow-matching) model_sampling, 've' for the others."""
     return "flow" if isinstance(model_sampling, comfy.model_sampling.CONST) else "ve"
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import inspect
 
 import comfy.samplers
-from comfy_api.latest import ComfyExtension, io
+from comfy_api.latest import io
 
 from ..evodiff_core import DEFAULT_SHIFT, NOISE_SCHEDULES, SHIFT_MAX, SHIFT_MIN, VARIANTS, option_problems
 from .sampler_function import AUTO_NOISE_SCHEDULE, sample_evodiff
@@ -46,10 +46,10 @@ def _accepts_keyword(function, name: str) -> bool:
     return name in inspect.signature(function).parameters
 
 
-def _newer_schema_fields() -> dict:
+def newer_schema_fields(search_aliases: list[str]) -> dict:
     """search_aliases exists on io.Schema only in ComfyUI builds from 2026 on."""
     if "search_aliases" in getattr(io.Schema, "__dataclass_fields__", {}):
-        return {"search_aliases": SEARCH_ALIASES}
+        return {"search_aliases": search_aliases}
     return {}
 
 
@@ -84,7 +84,7 @@ class SamplerEVODiff(io.ComfyNode):
                                default=AUTO_NOISE_SCHEDULE, tooltip=NOISE_SCHEDULE_TOOLTIP, **_advanced()),
             ],
             outputs=[io.Sampler.Output()],
-            **_newer_schema_fields(),
+            **newer_schema_fields(SEARCH_ALIASES),
         )
 
     @classmethod
@@ -99,12 +99,3 @@ class SamplerEVODiff(io.ComfyNode):
             raise ValueError(error)
         options = {"shift": shift, "variant": variant, "noise_schedule": noise_schedule}
         return io.NodeOutput(comfy.samplers.KSAMPLER(sample_evodiff, extra_options=options))
-
-
-class EVODiffExtension(ComfyExtension):
-    async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [SamplerEVODiff]
-
-
-async def comfy_entrypoint() -> EVODiffExtension:
-    return EVODiffExtension()

@@ -97,8 +97,13 @@ def test_recommended_steps_agree_in_readme_help_page_and_workflow_notes():
     readme = _recommended_steps((PACK_DIR / "README.md").read_text())
     help_page = _recommended_steps((PACK_DIR / "web" / "docs" / "SamplerEVODiff.md").read_text())
     assert readme == help_page and set(readme) == {"eps", "flow", "two-stage"}
+    # a calibrated schedule is for few steps: the range EVODiffCalibrate's help page gives
+    calibrate_page = (PACK_DIR / "web" / "docs" / "EVODiffCalibrate.md").read_text()
+    assert "It pays most at 5–8" in calibrate_page
+    readme["calibrated"] = "5-8"
     family_of = {"evodiff_sd15_ksampler": "eps", "evodiff_sdxl_custom_sampler": "eps",
-                 "evodiff_sd35_flow": "flow", "evodiff_sdxl_base_refiner": "two-stage"}
+                 "evodiff_sd35_flow": "flow", "evodiff_sdxl_base_refiner": "two-stage",
+                 "evodiff_sdxl_calibrated": "calibrated"}
     assert set(family_of) == {p.stem for p in WORKFLOW_PATHS}
     for path in WORKFLOW_PATHS:
         (note,) = [n["widgets_values"][0] for n in json.loads(path.read_text())["nodes"] if n["type"] == "Note"]

@@ -88,8 +88,8 @@ def mappings(comfyui):
     return comfyui.nodes.NODE_CLASS_MAPPINGS
 
 
-def test_there_are_four_workflows_each_with_a_thumbnail():
-    assert len(WORKFLOWS) == 4
+def test_there_are_five_workflows_each_with_a_thumbnail():
+    assert len(WORKFLOWS) == 5
     for path in WORKFLOWS:
         assert path.with_suffix(".jpg").is_file(), path.name
 

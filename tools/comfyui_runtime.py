@@ -111,6 +111,16 @@ def load_nodes(work_dir: Path, pack_dir: Path = PACK_DIR):
     return nodes
 
 
+def set_user_directory(path) -> str:
+    """Point ComfyUI's user directory (where EVODiffCalibrate saves schedules) at ``path``;
+    returns the previous one."""
+    import folder_paths
+
+    previous = folder_paths.get_user_directory()
+    folder_paths.set_user_directory(str(path))
+    return previous
+
+
 def comfyui_version() -> str:
     import comfyui_version
 

@@ -24,6 +24,7 @@ TITLES = {
     "evodiff_sdxl_custom_sampler": ("SamplerEVODiff", "SDXL, SamplerCustomAdvanced"),
     "evodiff_sd35_flow": ("SamplerEVODiff", "SD3.5 flow matching"),
     "evodiff_sdxl_base_refiner": ("KSamplerAdvanced ×2", "SDXL base → refiner"),
+    "evodiff_sdxl_calibrated": ("EVODiffCalibrate", "SDXL, a schedule learned on the model"),
 }
 
 
@@ -41,7 +42,11 @@ def settings_lines(workflow: dict) -> list[str]:
         first = f"sampler: {sampler_name}" + (f" (×{len(ksamplers)} stages)" if len(ksamplers) > 1 else "")
         return [first, f"{scheduler}, {steps} steps, cfg {cfg:g}"]
     shift, variant, _ = _nodes(workflow, "SamplerEVODiff")[0]["widgets_values"]
-    scheduler, steps, _ = _nodes(workflow, "BasicScheduler")[0]["widgets_values"]
+    calibrated = _nodes(workflow, "EVODiffCalibrate")
+    if calibrated:   # widgets: cfg, steps, samples, seed, control
+        scheduler, steps = "calibrated schedule", calibrated[0]["widgets_values"][1]
+    else:
+        scheduler, steps, _ = _nodes(workflow, "BasicScheduler")[0]["widgets_values"]
     cfg = _nodes(workflow, "CFGGuider")[0]["widgets_values"][0]
     model_shift = [n["widgets_values"][0] for n in _nodes(workflow, "ModelSamplingSD3")]
     tail = f", model shift {model_shift[0]:g}" if model_shift else ""
