@@ -104,7 +104,9 @@ def test_sampler_node_schema(comfyui):
     shift = inputs["shift"]
     assert (shift.default, shift.min, shift.max) == (0.5, evodiff_core.SHIFT_MIN, evodiff_core.SHIFT_MAX)
     assert 0 < shift.step <= 0.05
-    assert "μ" in shift.tooltip and "NOT" in shift.tooltip and "ModelSamplingSD3" in shift.tooltip
+    # a tooltip says what the value does in plain words (the maths is in the help page)
+    assert "Euler" in shift.tooltip and "ModelSamplingSD3" in shift.tooltip
+    assert len(shift.tooltip) < 250 and not set("μζ*|−") & set(shift.tooltip)
     assert inputs["variant"].options == list(evodiff_core.VARIANTS)
     assert inputs["variant"].default == evodiff_core.VARIANTS[0]
     assert inputs["noise_schedule"].options == ["auto", *evodiff_core.NOISE_SCHEDULES]
