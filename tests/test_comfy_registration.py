@@ -141,8 +141,11 @@ def test_pack_module_names_do_not_shadow_comfyui_modules(comfyui):
 def test_help_page_and_web_directory(comfyui):
     module = sys.modules[h.load_name()]
     web = PACK_DIR / module.WEB_DIRECTORY
-    page = (web / "docs" / f"{h.SAMPLER_NODE}.md").read_text()
+    # the frontend asks for docs/<node>/<locale>.md, then docs/<node>.md (the other locales')
+    page = (web / "docs" / h.SAMPLER_NODE / "en.md").read_text()
+    assert (web / "docs" / f"{h.SAMPLER_NODE}.md").read_text() == page
     assert "shift" in page and "ModelSamplingSD3" in page
+    assert "\n|" not in page  # no tables: the help panel is about 270 px wide
     assert comfyui.nodes.EXTENSION_WEB_DIRS.get(comfyui.nodes.get_module_name(str(PACK_DIR))) == str(web.resolve())
 
 

@@ -18,7 +18,7 @@ WORKFLOWS = sorted(WORKFLOW_DIR.glob("*.json"))
 UI_ONLY_NODES = {"Note", "MarkdownNote"}  # frontend-only; never sent to the server
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 MODEL_FILE_INPUTS = {"ckpt_name", "unet_name", "vae_name", "clip_name", "clip_name1", "clip_name2", "clip_name3"}
-FAMILY = {"evodiff_sd35_flow.json": "sd3"}  # which tiny model stands in; SD1.5 otherwise
+FAMILY = {"EVODiff 3 - SD3.5 flow matching.json": "sd3"}  # which tiny model stands in; SD1.5 otherwise
 
 
 def input_specs(node_class):
