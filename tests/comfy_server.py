@@ -41,13 +41,15 @@ def launcher_tree(comfy_dir: Path, root: Path) -> Path:
     return tree
 
 
-def base_directory(root: Path) -> Path:
-    """models (tiny), custom_nodes (this pack + the test-only nodes), input/output/user."""
+def base_directory(root: Path, test_nodes: bool = True) -> Path:
+    """models (tiny), custom_nodes (this pack [+ the test-only nodes]), input/output/user."""
     base = root / "base"
     for name in ("models/diffusion_models", "models/vae", "custom_nodes", "input", "output", "temp", "user"):
         (base / name).mkdir(parents=True)
     h.write_tiny_models(base / "models")
     (base / "custom_nodes" / PACK_NAME).symlink_to(PACK_DIR)
+    if not test_nodes:
+        return base
     (base / "custom_nodes" / "evodiff_test_nodes.py").write_text(
         "import sys\n"
         f"sys.path[:0] = [{str(TESTS_DIR)!r}, {str(TESTS_DIR.parent)!r}]\n"
@@ -59,7 +61,8 @@ def get_json(url, data=None, timeout=10):
     body = None if data is None else json.dumps(data).encode()
     request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=timeout) as response:
-        return json.loads(response.read())
+        body = response.read()
+    return json.loads(body) if body else None
 
 
 def post_json(url, data, timeout=10):
@@ -71,9 +74,9 @@ def post_json(url, data, timeout=10):
 
 
 @contextmanager
-def running_server(comfy_dir: Path, root: Path, *extra_args: str):
+def running_server(comfy_dir: Path, root: Path, *extra_args: str, test_nodes: bool = True):
     """Yield the server's base URL once it answers; its log is root/server.log."""
-    tree, base, port = launcher_tree(comfy_dir, root), base_directory(root), free_port()
+    tree, base, port = launcher_tree(comfy_dir, root), base_directory(root, test_nodes), free_port()
     env = dict(os.environ, OMP_NUM_THREADS="1")
     log_path = root / "server.log"
     with open(log_path, "w") as log:

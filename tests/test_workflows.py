@@ -5,6 +5,7 @@ does it (widgets_values in input order, plus the extra 'control after generate' 
 model loaders and text encoders are swapped for the tiny test models before it is executed.
 """
 import json
+import uuid
 
 import pytest
 
@@ -98,6 +99,7 @@ def test_there_are_four_workflows_each_with_a_thumbnail():
 def test_workflow_format_and_widget_values(path, mappings):
     workflow = json.loads(path.read_text())
     assert workflow["version"] == 0.4
+    uuid.UUID(workflow["id"])  # the frontend's schema check alerts "Invalid uuid at 'id'" otherwise
     types = [n["type"] for n in workflow["nodes"]]
     assert any(t in UI_ONLY_NODES for t in types), "each example carries a note"
     for node in workflow["nodes"]:
