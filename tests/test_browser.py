@@ -203,7 +203,9 @@ def test_template_loads_with_every_node_known_and_none_covered(server, browser, 
 
 
 def test_node_search_finds_the_node(server, browser, screenshots):
-    aliases = get_json(server + f"/object_info/{h.SAMPLER_NODE}")[h.SAMPLER_NODE].get("search_aliases")
+    info = get_json(server + f"/object_info/{h.SAMPLER_NODE}")[h.SAMPLER_NODE]
+    (screenshots / "3-object_info.json").write_text(json.dumps(info, indent=2))  # the tooltips, as served
+    aliases = info.get("search_aliases")
     close_dialogs(browser)
     browser.execute_script("window.app.graph.clear()")
     for query in ["evodiff", *(["low steps"] if aliases else [])]:  # aliases: ComfyUI 0.33+
