@@ -8,5 +8,5 @@ from .nodes.extension import comfy_entrypoint
 
 register_evodiff_sampler()
 
-WEB_DIRECTORY = "./web"  # web/docs/SamplerEVODiff.md is the node's help page
+WEB_DIRECTORY = "./web"  # web/docs/SamplerEVODiff/en.md (and SamplerEVODiff.md for other locales) is the help page
 __all__ = ["comfy_entrypoint", "WEB_DIRECTORY"]

@@ -21,12 +21,11 @@ DESCRIPTION = (
     "Connect the SAMPLER output to SamplerCustom or SamplerCustomAdvanced. "
     "Works with EPS, v-prediction and flow-matching (SD3, Flux, Wan) models.")
 
+# What the value does to the image; the maths is in the help page and docs/variants.md.
 SHIFT_TOOLTIP = (
-    "EVODiff's variance shift μ. 'improved': how soon a step falls back to the first-order (Euler) "
-    "step when its two slope estimates disagree, as under strong cfg at few steps (0 = never, the "
-    "most ODE-accurate without guidance; larger = sooner). 'reference': the offset "
-    "in ζ = sigmoid(|ζ*| − μ). 0.5 is the paper's value. This is NOT the timestep 'shift' of "
-    "ModelSamplingSD3 / ModelSamplingFlux (set that on the model).")
+    "How soon the sampler falls back to a plain Euler step where strong cfg at few steps would "
+    "break the image (0 = never, higher = sooner). This is not the model's timestep shift "
+    "(ModelSamplingSD3 / Flux).")
 VARIANT_TOOLTIP = (
     "Which EVODiff update rule to run. 'improved' (default): second order, flow-aware, and falls "
     "back to Euler where guidance makes its two slope estimates disagree. 'reference': the "
@@ -58,13 +57,35 @@ def _advanced() -> dict:
     return {"advanced": True} if _accepts_keyword(io.Combo.Input.__init__, "advanced") else {}
 
 
+def _comfyui_checks_v3_combos() -> bool:
+    """execution.py checks a V3 COMBO value against its options from ComfyUI 0.8.0 on; before,
+    it checks only inputs whose type is the option list itself (the V1 form)."""
+    try:
+        from comfyui_version import __version__  # ComfyUI's root module, beside main.py
+        return tuple(int(part) for part in __version__.split(".")[:2]) >= (0, 8)
+    except (ImportError, ValueError):
+        return False  # unknown: the V1 form is checked by every version
+
+
+class _ListTypedCombo(io.Combo.Input):
+    """A dropdown declared in the V1 form (its type is its option list), which every ComfyUI
+    checks at queue time itself: one error, on this input, naming the bad value and the list."""
+
+    def get_io_type(self):
+        return list(self.options)
+
+
+def _combo(name: str, **kwargs) -> io.Combo.Input:
+    # ComfyUI's own check puts the error on the right input, once; a validate_inputs() of ours
+    # would have its one message copied to every input it takes, which ComfyUI then skips.
+    return io.Combo.Input(name, **kwargs) if _comfyui_checks_v3_combos() else _ListTypedCombo(name, **kwargs)
+
+
 def _input_error(shift, variant, noise_schedule) -> str | None:
-    """What is wrong with the widget values, naming this node and saying what to change; None if
-    fine. None (an input linked from another node, unknown at queue time) is not checked, nor is
-    'auto' (the node's own choice, resolved at sampling time)."""
+    """What is wrong with the values, naming this node and saying what to change; None if fine.
+    'auto' is the node's own choice, resolved at sampling time."""
     given = {"shift": shift, "variant": variant, "noise_schedule": noise_schedule}
-    problems = option_problems(**{name: value for name, value in given.items()
-                                  if value is not None and value != AUTO_NOISE_SCHEDULE})
+    problems = option_problems(**{name: value for name, value in given.items() if value != AUTO_NOISE_SCHEDULE})
     return f"{NODE_ID}: {'; '.join(problems)}" if problems else None
 
 
@@ -79,23 +100,20 @@ class SamplerEVODiff(io.ComfyNode):
             inputs=[
                 io.Float.Input("shift", default=DEFAULT_SHIFT, min=SHIFT_MIN, max=SHIFT_MAX, step=0.01,
                                round=False, tooltip=SHIFT_TOOLTIP),
-                io.Combo.Input("variant", options=list(VARIANTS), default=VARIANTS[0], tooltip=VARIANT_TOOLTIP),
-                io.Combo.Input("noise_schedule", options=[AUTO_NOISE_SCHEDULE, *NOISE_SCHEDULES],
-                               default=AUTO_NOISE_SCHEDULE, tooltip=NOISE_SCHEDULE_TOOLTIP, **_advanced()),
+                _combo("variant", options=list(VARIANTS), default=VARIANTS[0], tooltip=VARIANT_TOOLTIP),
+                _combo("noise_schedule", options=[AUTO_NOISE_SCHEDULE, *NOISE_SCHEDULES],
+                       default=AUTO_NOISE_SCHEDULE, tooltip=NOISE_SCHEDULE_TOOLTIP, **_advanced()),
             ],
             outputs=[io.Sampler.Output()],
             **newer_schema_fields(SEARCH_ALIASES),
         )
 
     @classmethod
-    def validate_inputs(cls, shift=None, variant=None, noise_schedule=None) -> bool | str:
-        """Checked when the prompt is queued; ComfyUI 0.3.x does not check V3 combo values itself."""
-        return _input_error(shift, variant, noise_schedule) or True
-
-    @classmethod
     def execute(cls, shift, variant, noise_schedule=AUTO_NOISE_SCHEDULE) -> io.NodeOutput:
         error = _input_error(shift, variant, noise_schedule)
-        if error:  # reached when a caller skips validation (e.g. a node that builds this one)
+        # ComfyUI checks the range and the lists at queue time; this catches what it lets through
+        # (NaN, a value from a node that skips validation).
+        if error:
             raise ValueError(error)
         options = {"shift": shift, "variant": variant, "noise_schedule": noise_schedule}
         return io.NodeOutput(comfy.samplers.KSAMPLER(sample_evodiff, extra_options=options))

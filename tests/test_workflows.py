@@ -5,6 +5,7 @@ does it (widgets_values in input order, plus the extra 'control after generate' 
 model loaders and text encoders are swapped for the tiny test models before it is executed.
 """
 import json
+import uuid
 
 import pytest
 
@@ -18,7 +19,7 @@ WORKFLOWS = sorted(WORKFLOW_DIR.glob("*.json"))
 UI_ONLY_NODES = {"Note", "MarkdownNote"}  # frontend-only; never sent to the server
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 MODEL_FILE_INPUTS = {"ckpt_name", "unet_name", "vae_name", "clip_name", "clip_name1", "clip_name2", "clip_name3"}
-FAMILY = {"evodiff_sd35_flow.json": "sd3"}  # which tiny model stands in; SD1.5 otherwise
+FAMILY = {"EVODiff 3 - SD3.5 flow matching.json": "sd3"}  # which tiny model stands in; SD1.5 otherwise
 
 
 def input_specs(node_class):
@@ -98,6 +99,7 @@ def test_there_are_five_workflows_each_with_a_thumbnail():
 def test_workflow_format_and_widget_values(path, mappings):
     workflow = json.loads(path.read_text())
     assert workflow["version"] == 0.4
+    uuid.UUID(workflow["id"])  # the frontend's schema check alerts "Invalid uuid at 'id'" otherwise
     types = [n["type"] for n in workflow["nodes"]]
     assert any(t in UI_ONLY_NODES for t in types), "each example carries a note"
     for node in workflow["nodes"]:

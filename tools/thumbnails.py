@@ -20,11 +20,11 @@ BACKGROUND, ACCENT, TEXT, MUTED = "#171a24", "#7fa8ff", "#ffffff", "#b7c8f0"
 
 # The headline of each workflow: what it shows, in the words of its Note.
 TITLES = {
-    "evodiff_sd15_ksampler": ("KSampler + evodiff", "SD1.5 txt2img"),
-    "evodiff_sdxl_custom_sampler": ("SamplerEVODiff", "SDXL, SamplerCustomAdvanced"),
-    "evodiff_sd35_flow": ("SamplerEVODiff", "SD3.5 flow matching"),
-    "evodiff_sdxl_base_refiner": ("KSamplerAdvanced ×2", "SDXL base → refiner"),
-    "evodiff_sdxl_calibrated": ("EVODiffCalibrate", "SDXL, a schedule learned on the model"),
+    "EVODiff 1 - SD1.5 with KSampler": ("KSampler + evodiff", "SD1.5 txt2img"),
+    "EVODiff 2 - SDXL with SamplerCustomAdvanced": ("SamplerEVODiff", "SDXL, SamplerCustomAdvanced"),
+    "EVODiff 3 - SD3.5 flow matching": ("SamplerEVODiff", "SD3.5 flow matching"),
+    "EVODiff 4 - SDXL base and refiner": ("KSamplerAdvanced ×2", "SDXL base → refiner"),
+    "EVODiff 5 - SDXL with a calibrated schedule": ("EVODiffCalibrate", "SDXL, a schedule learned on the model"),
 }
 
 
