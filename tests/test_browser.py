@@ -1,6 +1,6 @@
 """The pack as a user sees it: headless Chromium against the real ComfyUI server and frontend.
 
-The four templates load with every node type known and no node covering another; the node
+Every template loads with every node type known and no node covering another; the node
 search finds SamplerEVODiff; its help panel shows the page (served at docs/<node>/en.md, no 404);
 a bad value queued over HTTP gets one error, on the input that is wrong. Screenshots go to the
 test's tmp dir and to bench_out/browser/comfyui-<version>/ (both printed with -s).
