@@ -307,11 +307,13 @@ def near_equal_merged(p: Plan) -> tuple[Plan, list[tuple[int, int, float]]]:
     length ε between two ordinary ones makes r ≈ ε or 1/ε, and the output moves by ~1/ε (measured,
     docs/variants.md). Where r leaves [1/32, 32], the earlier sigma of the short step is merged
     into the later one (the first sigma, where the latent starts, is kept), as equal sigmas are;
-    then r is checked again on the new grid."""
+    then r is checked again on the new grid. The hand-off step of a split list divides by r as
+    well and is checked too; (F1)–(F5) use no r."""
     merged = {}
     while True:
         g = p.grid
-        for i in range(2, len(g) - 1):
+        # the order-2 steps 2 … N−1, and the hand-off step N of a split list, which divides by r too
+        for i in range(2, len(g) if not p.denoise_to_zero else len(g) - 1):
             r = order2_scalars(g[i - 2], g[i - 1], g[i], g[0], g[-1]).r
             if NEAR_EQUAL_STEP_RATIO <= r <= 1 / NEAR_EQUAL_STEP_RATIO:
                 continue
