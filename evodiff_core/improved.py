@@ -43,7 +43,7 @@ from functools import lru_cache
 import torch
 
 from .schedule import Plan
-from .steps import SolverSteps, euler_step
+from .steps import SolverSteps, alpha_sigma, euler_step
 
 # A backward slope measured over a step this many times shorter than the step it is extrapolated
 # over is mostly the offset between the probe and the state, not slope: (V6') phases it out.
@@ -56,11 +56,6 @@ PROBE_ENDING_MIN_LOG_SNR_STEP = math.log(4.0)
 _QUADRATURE_NODES = 24   # Gauss–Legendre on one step: exact to ~1e-15 for these smooth integrands
 # u for (order-2 steps, last step) per noise schedule; see the module docstring and docs/variants.md
 INTERPOLATION = {"ve": ("lambda", "kappa2"), "flow": ("logsigma_flow", "logsigma_flow")}
-
-
-def alpha_sigma(s: float, noise_schedule: str) -> tuple[float, float]:
-    """(α, σ) of a ComfyUI sigma: VE x = x0 + s·ε, flow (CONST) x = (1 − s)·x0 + s·ε."""
-    return (1.0 - s, s) if noise_schedule == "flow" else (1.0, s)
 
 
 def log_snr(s: float, noise_schedule: str) -> float:

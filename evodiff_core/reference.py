@@ -26,14 +26,24 @@ import math
 
 import torch
 
-from .schedule import Order2Scalars, Plan, order2_scalars
-from .steps import SolverSteps, euler_step
+from .schedule import Order2Scalars, Plan, order2_scalars, plan as plan_sigmas
+from .steps import SolverSteps, alpha_sigma, euler_step
 
 log = logging.getLogger(__name__)
 
 PROJECTION_CLAMP = 2.0    # every projection / balance ratio is clamped to [-2, 2]
 PROBE_TEMPERATURE = 0.25  # (9): sig(0.25·|r1|)
 RESCALE_WARNING = 0.5     # below this, (F3)'s a = 1 − sqrt(σ_N σ_{N−1}) visibly shrinks (or flips) the latent
+# An order-2 step whose r of (3) lies outside [1/32, 32] has a near-zero step next to it: merged
+# (docs/variants.md, "The reference variant's failures"). Every ComfyUI scheduler stays inside
+# [0.068, 4.2] at 2-60 steps (linear_quadratic's seam and kl_optimal are the extremes).
+NEAR_EQUAL_STEP_RATIO = 1 / 32
+# RMS of the noise estimate (x − α·D)/σ beyond which a latent is off its noise level: a latent
+# x = α·x0 + σ·ε has about 1; the exact guided ODE paths of the test problems reach 10.8.
+NOISE_LEVEL_LIMIT = 16.0
+# ‖x̃ − x_E‖/‖x_E‖ beyond which the probe (10) is no short extrapolation (largest measured on
+# runs that stayed near the ODE: 2.5)
+PROBE_REACH_LIMIT = 3.0
 
 
 def channel_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -216,13 +226,14 @@ class RuleRunawayWatch:
         self.largest = None
 
     def observe(self, step_scale: torch.Tensor) -> None:
-        peak = step_scale.amax()
-        self.largest = peak if self.largest is None else torch.maximum(self.largest, peak)
+        # fmax: the NaN that inf − inf makes after a runaway must not hide the weights before it
+        peak = step_scale.nan_to_num(nan=0.0).amax()
+        self.largest = peak if self.largest is None else torch.fmax(self.largest, peak)
 
-    def report(self) -> None:
-        """Log once if the rule ran away. NaN (the reference's own 0/0 hazards) does not count."""
+    def report(self) -> bool:
+        """Log once if the rule ran away; True if it did. NaN does not count."""
         if self.largest is None:
-            return
+            return False
         largest = self.largest.item()
         if largest > self.limit:
             log.warning(
@@ -234,6 +245,110 @@ class RuleRunawayWatch:
                 "most 20 solver steps (at most 21 KSampler steps for a schedule ending in 0), where the "
                 "rule is off, or a lower cfg.",
                 largest, self.limit)
+            return True
+        return False
+
+
+RUNAWAY_FIX = ("The reference variant's consistency rule for more than 20 solver steps ran away (see the "
+               "warning before this error): use the 'improved' variant, at most 20 solver steps, or a lower cfg.")
+RESCALE_FIX = ("The reference variant's last step rescaled the latent beyond its dtype's range (see the warning "
+               "before this error): use a schedule that ends at a small sigma, or the 'improved' variant.")
+OFF_THE_ODE_FIX = ("The reference variant's steps left the ODE (see the warning before this error): use the "
+                       "'improved' variant or a lower cfg.")
+
+
+class OffTheODEWatch:
+    """Did the steps stay near the ODE? Two per-call measures, kept as device scalars and read
+    once, after the loop (the largest over the batch of per-sample values):
+
+    * the noise level of the latent the model is handed: the RMS of its noise estimate
+      ε̂ = (x − α·D)/σ, α = 1 (VE) or 1 − σ (flow). A latent x = α·x0 + σ·ε at its sigma has
+      ε̂ ≈ ε, RMS about 1;
+    * the probe's reach: ‖x̃ − x_E‖/‖x_E‖, how far the probe (10) extrapolates from the Euler
+      point, relative to the latent. A consistent step moves it by O(h²) of its size.
+
+    The reference reuses the model output of each probe point x̃ as if it belonged to the next
+    state (§3.2). Where D contracts faster than the noise is removed (strong guidance: the guided
+    slope dD/dx is negative) that mismatch grows from step to step, and the probes and states
+    leave the noise level; after a short step, (10) divides by a small r and the probe reaches
+    far. Non-finite values are left out: a model that returns NaN/inf is blamed by the sampler."""
+
+    def __init__(self, noise_schedule: str):
+        self.noise_schedule = noise_schedule
+        self.calls = []   # (grid index, device [noise level, probe reach])
+
+    def observe(self, j: int, sigma: float, x: torch.Tensor, denoised: torch.Tensor,
+                x_euler: torch.Tensor | None = None) -> None:
+        alpha = alpha_sigma(sigma, self.noise_schedule)[0]
+        rms = lambda t: torch.linalg.vector_norm(t.flatten(1), dim=1) / math.sqrt(t[0].numel())  # noqa: E731
+        level = rms(torch.add(x, denoised, alpha=-alpha)) / sigma
+        reach = torch.zeros_like(level) if x_euler is None else rms(x - x_euler) / rms(x_euler)
+        both = torch.stack([level.amax(), reach.amax()])
+        self.calls.append((j, both.nan_to_num(nan=0.0, posinf=0.0)))
+
+    def first_off(self) -> tuple[int, float, float] | None:
+        """(grid index, noise level, probe reach) of the first call beyond NOISE_LEVEL_LIMIT or
+        PROBE_REACH_LIMIT; None if there was none."""
+        if not self.calls:
+            return None
+        values = torch.stack([both for _, both in self.calls]).tolist()
+        for (j, _), (level, reach) in zip(self.calls, values):
+            if level > NOISE_LEVEL_LIMIT or reach > PROBE_REACH_LIMIT:
+                return j, level, reach
+        return None
+
+
+def near_equal_merged(p: Plan) -> tuple[Plan, list[tuple[int, int, float]]]:
+    """``p`` without the sigmas of near-zero steps, and (merged list position, the position it
+    was merged into, the step's length relative to its neighbour's) for each.
+
+    (3) r = (previous log-sigma step)/(current one) enters the order-2 step as 1/r (the probe
+    (10), Bθ (17)) and as r (Bθ (17), and ζ* (19) divides by σ_i·h ∝ the current step): a step of
+    length ε between two ordinary ones makes r ≈ ε or 1/ε, and the output moves by ~1/ε (measured,
+    docs/variants.md). Where r leaves [1/32, 32], the earlier sigma of the short step is merged
+    into the later one (the first sigma, where the latent starts, is kept), as equal sigmas are;
+    then r is checked again on the new grid. The hand-off step of a split list divides by r as
+    well and is checked too; (F1)–(F5) use no r."""
+    merged = {}
+    while True:
+        g = p.grid
+        # the order-2 steps 2 … N−1, and the hand-off step N of a split list, which divides by r too
+        for i in range(2, len(g) if not p.denoise_to_zero else len(g) - 1):
+            r = order2_scalars(g[i - 2], g[i - 1], g[i], g[0], g[-1]).r
+            if NEAR_EQUAL_STEP_RATIO <= r <= 1 / NEAR_EQUAL_STEP_RATIO:
+                continue
+            # r small: σ_{i−2} → σ_{i−1} is the short step; r large: σ_{i−1} → σ_i
+            short = i - 2 if r < 1 else i - 1
+            drop = short + 1 if short == 0 else short
+            keep = short if short == 0 else short + 1
+            merged[p.grid_index[drop]] = (p.grid_index[keep], min(r, 1 / r))
+            p = plan_sigmas(list(p.sigmas), merged=frozenset(merged))
+            break
+        else:
+            return p, [(k, into, ratio) for k, (into, ratio) in sorted(merged.items())]
+
+
+def warn_merged(sigmas, merged) -> None:
+    for k, into, ratio in merged:
+        log.warning(
+            "EVODiff (reference variant): sigmas[%d] = %.6g and sigmas[%d] = %.6g are nearly equal: their "
+            "log-sigma step is %.3g of its neighbour's, and the reference's order-2 step divides by that ratio "
+            "(r of equation (3) in docs/algorithm.md), which throws the result off by far more than its own size. "
+            "Sampled without sigmas[%d], as if the two were equal. Remove the duplicate sigma (check the nodes "
+            "that edit or join this sigma list), or use the 'improved' variant, which samples the list as given.",
+            k, sigmas[k], into, sigmas[into], ratio, k)
+
+
+def warn_off_the_ode(sigma: float, level: float, reach: float) -> None:
+    what = (f"the model was handed a latent whose noise estimate (x - D)/sigma has an RMS of {level:.3g}, where a "
+            "latent at its noise level has about 1" if level > NOISE_LEVEL_LIMIT else
+            f"the probe point (equation (10) of docs/algorithm.md) was {reach:.3g} times the latent's own size away "
+            "from the Euler point")
+    log.warning(
+        "EVODiff (reference variant): the steps left the ODE: at sigma %.4g %s. The reference reuses the model "
+        "output of each probe point as if it belonged to the next state; where the denoiser contracts faster "
+        "than the noise is removed (strong guidance), or after a very short step, that error grows from step "
+        "to step. The result is likely garbage. Use the 'improved' variant, or a lower cfg.", sigma, what)
 
 
 class Steps(SolverSteps):
@@ -242,8 +357,12 @@ class Steps(SolverSteps):
     Lists that end in 0 get (F1)–(F5); lists that stop early get the consistent hand-off."""
 
     def __init__(self, plan: Plan, shift: float, noise_schedule: str, record: list | None = None):
-        """``noise_schedule`` is ignored: the reference treats every list as VE sigmas, like the
-        original. ``record``: a list for order2_step's per-step internals (tests only)."""
+        """``noise_schedule`` only tells the noise-level check how x is scaled: the steps treat
+        every list as VE sigmas, like the original. Near-equal sigmas are merged first
+        (:func:`near_equal_merged`). ``record``: a list for order2_step's per-step internals
+        (tests only)."""
+        plan, merged = near_equal_merged(plan)
+        warn_merged(plan.sigmas, merged)
         super().__init__(plan, shift, noise_schedule)
         self.record = record
         g = self.grid = plan.grid
@@ -253,13 +372,21 @@ class Steps(SolverSteps):
         self.scalars = {i: order2_scalars(g[i - 2], g[i - 1], g[i], g[0], g[-1]) for i in range(2, len(g) - 1)}
         self.dots = self.workspace = None
         self.runaway = RuleRunawayWatch(shift)
+        self.off_the_ode = OffTheODEWatch(noise_schedule)
         self.rescaled = None   # (a, |x_N| as a device scalar) when (F3) rescaled the latent
+        self.x_last = None     # x_N, the final denoise's input (lists that end in 0)
 
     def order2(self, i, x, m0, m1, denoise):
         if self.dots is None:
             self.dots, self.workspace = InnerProducts(m0, m1), Workspace(x)
+
+        def observed(x_probe):
+            denoised = denoise(x_probe)
+            self.off_the_ode.observe(i, self.grid[i], x_probe, denoised, self.workspace.x_euler)
+            return denoised
+
         x_next, d_new, step_scale = order2_step(x, m0, m1, self.dots, self.scalars[i], self.shift,
-                                                self.consistency_rule, denoise, self.workspace,
+                                                self.consistency_rule, observed, self.workspace,
                                                 self.record)
         if self.consistency_rule:
             self.runaway.observe(step_scale)
@@ -270,7 +397,7 @@ class Steps(SolverSteps):
         if not self.denoise_to_zero:
             return final_step_handoff(x, m0, m1, g[i - 2], g[i - 1], g[i])
         # in the working dtype (float32 for fp16/bf16 latents), like every step
-        x_next = final_step_reference(x, m0, m1, g[i - 1], g[i])
+        x_next = self.x_last = final_step_reference(x, m0, m1, g[i - 1], g[i])
         a = 1.0 - math.sqrt(g[i - 1] * g[i])
         if a < RESCALE_WARNING:
             warn_rescale(g[i - 1], g[i], a)
@@ -278,13 +405,23 @@ class Steps(SolverSteps):
             self.rescaled = (a, torch.maximum(high, -low))   # read in finish(), not here
         return x_next
 
-    def finish(self, latent_dtype=None) -> None:
-        """The runaway report; and, given ``latent_dtype``, a rescaled final state beyond that
-        dtype's range is named as the cause of the inf the model then got. No-op when nothing
-        happened."""
-        self.runaway.report()
+    def finish(self, latent_dtype=None, result=None) -> str | None:
+        """The runaway report, else the off-the-ODE report (``result``: the final denoise D(x_N),
+        checked against its input x_N); and, given ``latent_dtype``, a rescaled final state beyond
+        that dtype's range is named as the cause of the inf the model then got. Returns the fix
+        for the sampler's error if the steps broke. No-op when nothing happened."""
+        if self.x_last is not None and result is not None and self.rescaled is None:
+            # (a rescaled x_N is off its noise level by design, and warn_rescale said so)
+            self.off_the_ode.observe(len(self.grid) - 1, self.grid[-1], self.x_last, result)
+        cause = None
+        if self.runaway.report():
+            cause = RUNAWAY_FIX
+        elif (off := self.off_the_ode.first_off()) is not None:
+            j, level, reach = off
+            warn_off_the_ode(self.grid[j], level, reach)
+            cause = OFF_THE_ODE_FIX
         if self.rescaled is None or latent_dtype is None or not latent_dtype.is_floating_point:
-            return
+            return cause
         a, peak = self.rescaled
         peak, largest = peak.item(), torch.finfo(latent_dtype).max
         if peak > largest:
@@ -293,6 +430,8 @@ class Steps(SolverSteps):
                         "(the cause is this rescale, not the model). Use a schedule that ends at a "
                         "small sigma (this one ends at %.4g), or the improved variant.",
                         a, peak, str(latent_dtype).replace("torch.", ""), largest, self.grid[-1])
+            return RESCALE_FIX
+        return cause
 
 
 def warn_rescale(sigma: float, sigma_next: float, a: float) -> None:

@@ -104,10 +104,12 @@ def sample_evodiff(model, x, sigmas, extra_args=None, callback=None, disable=Non
         return out
 
     state = x.to(work_dtype).reshape(flat)
-    grid = p.grid
     steps = _STEPS[variant](p, shift, noise_schedule)
     steps.may_overwrite_state = callback is None   # a callback may keep every x it is handed
-    p = steps.plan   # the variant's labels: improved's probe ending moves the final call into step N
+    # the variant's plan: improved's probe ending moves the final call into step N, the
+    # reference merges near-equal sigmas
+    p = steps.plan
+    grid = p.grid
     m0 = m1 = None   # the last two model outputs D_{i-1}, D_{i-2}
 
     for k in trange(len(sigma_list) - 1, disable=disable):
@@ -131,21 +133,22 @@ def sample_evodiff(model, x, sigmas, extra_args=None, callback=None, disable=Non
         else:  # "final"
             state = steps.last(iv.end, state, m0, m1)
 
-    steps.finish(latent_dtype=x.dtype)
+    cause = steps.finish(latent_dtype=x.dtype, result=state)
     result = state.view(x.shape).to(x.dtype)
-    _raise_if_not_finite(finite_flags, call_grid_steps, result, p, sigma_list, variant)
+    _raise_if_not_finite(finite_flags, call_grid_steps, result, p, sigma_list, variant, cause)
     return result
 
 
-def _raise_if_not_finite(finite_flags, call_grid_steps, result, p, sigma_list, variant):
+def _raise_if_not_finite(finite_flags, call_grid_steps, result, p, sigma_list, variant, cause=None):
     """One device→host read for the whole call: were every model input and output, and the
-    result (in the latent's dtype), finite? The first non-finite one says who broke."""
+    result (in the latent's dtype), finite? The first non-finite one says who broke; ``cause``
+    (from the variant's finish()) says why the sampler did, where the variant knows."""
     result_ok = torch.isfinite(result).all()  # exact, once per run; no float64 (MPS has none)
     *flags, (result_ok, _) = torch.stack(finite_flags + [result_ok.expand(2)]).tolist()
     if all(a and b for a, b in flags) and result_ok:
         return
-    fix = ("Use more steps or a lower cfg" + ("" if variant == VARIANTS[0] else
-                                               f", or the default '{VARIANTS[0]}' variant") + ".")
+    fix = cause or ("Use more steps or a lower cfg" + ("" if variant == VARIANTS[0] else
+                                                        f", or the default '{VARIANTS[0]}' variant") + ".")
     for call, (input_ok, output_ok) in enumerate(flags):
         k = p.grid_index[call_grid_steps[call]]
         where = f"model call {call + 1} of {p.nfe} (step {k}, sigma = {sigma_list[k]:.6g})"

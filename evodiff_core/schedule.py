@@ -61,6 +61,7 @@ class Plan:
     grid_index: list[int]        # position of each grid sigma in the input list
     denoise_to_zero: bool        # Z
     intervals: list[Interval] = field(default_factory=list)
+    sigmas: tuple[float, ...] = ()   # the list it was planned from, so a variant can plan it again
 
     @property
     def steps(self) -> int:      # N, the reference's ``steps`` argument
@@ -112,20 +113,23 @@ def order2_scalars(s_prev2: float, s_prev: float, s: float, s_start: float, s_en
     )
 
 
-def plan(sigmas: list[float]) -> Plan:
+def plan(sigmas: list[float], merged: frozenset[int] = frozenset()) -> Plan:
     """Map a ComfyUI sigma list onto EVODiff's grid (docs/algorithm.md §9), label every interval.
 
     * A trailing 0 means a final denoise (Z): the grid is the list without it.
     * A list without a trailing 0 ends at ``sigmas[-1]`` (split schedules).
     * Equal consecutive sigmas are zero-length steps: they are skipped, so the grid is strictly
       decreasing (the reference would divide by zero there, docs/algorithm.md §8).
+    * ``merged``: positions in the list that are no grid points although their sigma differs
+      from the next one (the reference variant merges near-equal sigmas this way); the step
+      before them goes on to the next grid point and their own interval is skipped.
     """
     check_sigmas(sigmas)
     grid, grid_index = [], []
     for k, s in enumerate(sigmas):
         # A grid point starts a strictly decreasing interval (or ends the list): of a run of
         # equal sigmas only the last one counts, so the interval after it is the real step.
-        if s > 0 and (k == len(sigmas) - 1 or sigmas[k + 1] < s):
+        if s > 0 and k not in merged and (k == len(sigmas) - 1 or sigmas[k + 1] < s):
             grid.append(s)
             grid_index.append(k)
     denoise_to_zero = bool(grid) and sigmas[-1] == 0
@@ -151,4 +155,4 @@ def plan(sigmas: list[float]) -> Plan:
         # D_0 and D_1 are evaluated at the state itself, and so is the final denoise
         intervals.append(Interval(k, kind, start=j, end=None if kind == "to_zero" else j + 1,
                                   calls_model=kind == "to_zero" or j <= 1))
-    return Plan(grid, grid_index, denoise_to_zero, intervals)
+    return Plan(grid, grid_index, denoise_to_zero, intervals, tuple(sigmas))

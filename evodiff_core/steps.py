@@ -11,6 +11,11 @@ import torch
 from .schedule import Plan
 
 
+def alpha_sigma(s: float, noise_schedule: str) -> tuple[float, float]:
+    """(α, σ) of a ComfyUI sigma: VE x = x0 + s·ε, flow (CONST) x = (1 − s)·x0 + s·ε."""
+    return (1.0 - s, s) if noise_schedule == "flow" else (1.0, s)
+
+
 def euler_step(x: torch.Tensor, denoised: torch.Tensor, sigma: float, sigma_next: float,
                out: torch.Tensor | None = None) -> torch.Tensor:
     """(E1)–(E2), also (6) and (F2): the first-order data-prediction step (DDIM / Euler).
@@ -50,6 +55,9 @@ class SolverSteps:
         a model call."""
         raise NotImplementedError
 
-    def finish(self, latent_dtype: torch.dtype | None = None) -> None:
+    def finish(self, latent_dtype: torch.dtype | None = None, result=None) -> str | None:
         """After the loop: the checks that read the device, once. ``latent_dtype``: the dtype the
-        state is handed to the model in."""
+        state is handed to the model in; ``result``: the sampler's output, [B, C, L] in the
+        working dtype. Returns what to do if the result is not finite, where the variant knows
+        the cause (sampler.py puts it into its error), else None."""
+        return None

@@ -1,5 +1,6 @@
 """The reference variant at its edges: batch independence at latent sizes, the N > 20 rule's
-runaway under strong guidance, and the final rescale (F3) with fp16 latents."""
+runaway under strong guidance, steps that leave the ODE, near-equal sigmas, and the final
+rescale (F3) with fp16 latents."""
 import logging
 import math
 
@@ -16,6 +17,8 @@ from tools.analytic import (ClassConditionalMixture, GaussianMixture, anisotropi
 SD15_KARRAS_25 = golden.case("karras_sd15_n25_gmm")["sigmas"]          # N = 24
 SPLIT_HIGH = golden.case("karras_sd15_n20_split_high12_gmm")["sigmas"]  # no trailing 0
 RUNAWAY = "consistency rule"
+OFF_THE_ODE = "left the ODE"
+MERGED = "nearly equal"
 RESCALE_RANGE = "beyond the largest"
 
 
@@ -144,12 +147,99 @@ def test_the_runaway_limit_is_the_rules_bound_inside_the_projection_clamp():
 
 
 @pytest.mark.parametrize("name", [c["name"] for c in golden.cases()])
-def test_no_runaway_warning_on_the_golden_cases(name, caplog):
+def test_no_warning_on_the_golden_cases(name, caplog):
+    """No runaway, no step off the ODE, no merged sigma (their lists have no near-equal ones,
+    so they are sampled bit for bit as the official code does: test_core_golden.py)."""
     c = golden.case(name)
     with caplog.at_level(logging.WARNING, logger="evodiff_core"):
         sample_evodiff(golden.RecordingModel(golden.denoiser(c)), golden.tensor(name, "x_init"),
                        golden.tensor(name, "sigmas"), disable=True, variant="reference")
-    assert reference_messages(caplog, RUNAWAY) == []
+    assert reference_messages(caplog, "EVODiff") == []
+    assert reference.near_equal_merged(plan(c["sigmas"]))[1] == []
+
+
+# ---------------------------------------------------------------- near-equal sigmas
+
+SD15_KARRAS_20 = golden.case("karras_sd15_n20_gmm")["sigmas"]
+
+
+def with_near_equal(sigmas, index, eps):
+    """σ_index·(1 − ε) inserted right after σ_index."""
+    return sigmas[:index + 1] + [sigmas[index] * (1 - eps)] + sigmas[index + 1:]
+
+
+@pytest.mark.parametrize("eps", [1e-6, 1e-4, 1e-3])
+def test_near_equal_sigmas_are_merged_and_named(eps, caplog):
+    """karras-20 with σ5·(1 − ε) inserted after σ5: before the merge the output moved by 62x its
+    norm at ε = 1e-6 here (1.8x at 1e-4, 0.056 at 1e-3: 1/ε growth), silently. Now σ5 is merged
+    into its near-duplicate: the output is the reference's on the list without it, up to the O(ε)
+    shift of that grid point,
+    and the warning names both sigmas and the fixes."""
+    model = one_sample_at_a_time(golden.denoiser(golden.case("karras_sd15_n20_gmm")))
+    x = torch.randn((2, 4, 8, 8), generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 14.6
+    base = sample_evodiff(model, x, sigmas_of(SD15_KARRAS_20), disable=True, variant="reference")
+    with caplog.at_level(logging.WARNING, logger="evodiff_core"):
+        out = sample_evodiff(model, x, sigmas_of(with_near_equal(SD15_KARRAS_20, 5, eps)), disable=True,
+                             variant="reference")
+    assert (out - base).norm() <= 2 * eps * base.norm()
+    (message,) = reference_messages(caplog, MERGED)
+    assert "sigmas[5]" in message and "sigmas[6]" in message and "Sampled without sigmas[5]" in message
+    assert "Remove the duplicate sigma" in message and "'improved' variant" in message
+
+
+def test_the_first_sigma_is_kept_when_the_first_step_is_short():
+    """The latent starts at sigmas[0]: a short first step merges sigmas[1] instead."""
+    sigmas = with_near_equal(SD15_KARRAS_20, 0, 1e-5)
+    p, merged = reference.near_equal_merged(plan(sigmas))
+    assert merged == [(1, 0, pytest.approx(1e-5 / math.log(sigmas[0] / sigmas[2]), rel=1e-3))]
+    assert p.grid == SD15_KARRAS_20[:1] + SD15_KARRAS_20[1:-1] and p.grid_index[:2] == [0, 2]
+    assert [iv.kind for iv in p.intervals][:3] == ["warmup", "skip", "order2"]
+
+
+def test_a_short_step_inside_the_merge_band_is_sampled_as_given():
+    """r of (3) in [1/32, 32] is left alone: the smallest r of any ComfyUI scheduler (2-60
+    steps) is linear_quadratic's 0.068, so stock lists are never touched."""
+    sigmas = with_near_equal(SD15_KARRAS_20, 5, 0.05)         # a step 1/6 of its neighbour's
+    p, merged = reference.near_equal_merged(plan(sigmas))
+    assert merged == [] and p.grid == plan(sigmas).grid
+
+
+# ---------------------------------------------------------------- steps that leave the ODE
+
+def stiff_guidance_case(cfg):
+    """Found by a search over guided mixtures: 6 SD1.5 karras sigmas (N = 5, no N > 20 rule),
+    seed 1, cfg 9: the reference ends at |x| up to 623 (data about unit scale), improved < 4."""
+    unconditional, by_class = two_class_mixture(seed=1)
+    sig = sigmas_of(golden.case("karras_sd15_n6_linear")["sigmas"])
+    x = torch.randn((64, 4, 4, 4), generator=torch.Generator().manual_seed(1), dtype=torch.float64) * sig[0]
+    return guided_model(unconditional, by_class[0], cfg), x, sig
+
+
+def test_steps_that_leave_the_ode_under_strong_guidance_are_named(caplog):
+    model, x, sig = stiff_guidance_case(cfg=9.0)
+    with caplog.at_level(logging.WARNING, logger="evodiff_core"):
+        out = sample_evodiff(model, x, sig, disable=True, variant="reference")
+    assert out.abs().max() > 100                     # the garbage the warning is about
+    (message,) = reference_messages(caplog, OFF_THE_ODE)
+    assert "noise estimate" in message and "'improved' variant" in message and "lower cfg" in message
+    assert sample_evodiff(model, x, sig, disable=True, variant="improved").abs().max() < 10
+    caplog.clear()
+    unguided, _, _ = stiff_guidance_case(cfg=1.0)
+    with caplog.at_level(logging.WARNING, logger="evodiff_core"):
+        sample_evodiff(unguided, x, sig, disable=True, variant="reference")
+    assert reference_messages(caplog, "EVODiff") == []
+
+
+def test_the_off_the_ode_watch_reads_the_device_once(monkeypatch):
+    """observe() keeps device scalars per model call; first_off() reads them once, in finish()."""
+    reads = []
+    original = reference.OffTheODEWatch.first_off
+    monkeypatch.setattr(reference.OffTheODEWatch, "first_off",
+                        lambda self: reads.append([type(both) for _, both in self.calls]) or original(self))
+    model, x, sig = stiff_guidance_case(cfg=9.0)
+    sample_evodiff(model, x, sig, disable=True, variant="reference")
+    # N = 5: three probes and the final denoise
+    assert reads == [[torch.Tensor] * 4]
 
 
 def test_no_runaway_warning_on_an_unguided_25_step_karras_run(caplog):
