@@ -27,6 +27,12 @@ def reference_messages(caplog, needle):
     return [m for m in messages if needle in m]
 
 
+def sample_reference_logged(caplog, model, x, sigmas):
+    """The reference variant's output, with the core's warnings captured in caplog."""
+    with caplog.at_level(logging.WARNING, logger="evodiff_core"):
+        return sample_evodiff(model, x, sigmas, disable=True, variant="reference")
+
+
 # ---------------------------------------------------------------- batch independence
 
 def large_mixture(dtype, shape=(4, 64, 64), k=3, seed=5):
@@ -109,8 +115,7 @@ def runaway_case(sigmas, cfg=6.0):
 def test_a_runaway_of_the_consistency_rule_is_named_with_its_fix(caplog):
     sig = sigmas_of(SD15_KARRAS_25)
     model, x = runaway_case(sig)
-    with caplog.at_level(logging.WARNING, logger="evodiff_core"):
-        out = sample_evodiff(model, x, sig, disable=True, variant="reference")
+    out = sample_reference_logged(caplog, model, x, sig)
     assert out.abs().max() > 50                      # the garbage the warning is about
     (message,) = reference_messages(caplog, RUNAWAY)
     assert "'improved' variant" in message and "at most 20 solver steps" in message and "cfg" in message
@@ -217,16 +222,14 @@ def stiff_guidance_case(cfg):
 
 def test_steps_that_leave_the_ode_under_strong_guidance_are_named(caplog):
     model, x, sig = stiff_guidance_case(cfg=9.0)
-    with caplog.at_level(logging.WARNING, logger="evodiff_core"):
-        out = sample_evodiff(model, x, sig, disable=True, variant="reference")
+    out = sample_reference_logged(caplog, model, x, sig)
     assert out.abs().max() > 100                     # the garbage the warning is about
     (message,) = reference_messages(caplog, OFF_THE_ODE)
     assert "noise estimate" in message and "'improved' variant" in message and "lower cfg" in message
     assert sample_evodiff(model, x, sig, disable=True, variant="improved").abs().max() < 10
     caplog.clear()
     unguided, _, _ = stiff_guidance_case(cfg=1.0)
-    with caplog.at_level(logging.WARNING, logger="evodiff_core"):
-        sample_evodiff(unguided, x, sig, disable=True, variant="reference")
+    sample_reference_logged(caplog, unguided, x, sig)
     assert reference_messages(caplog, "EVODiff") == []
 
 
@@ -281,15 +284,12 @@ def test_the_final_step_runs_in_float32_for_an_fp16_latent(monkeypatch):
 def test_the_rescale_warning_names_the_large_last_sigma_and_the_fix(caplog):
     sig = sigmas_of(SHORT_LARGE_END, torch.float32)
     x = (torch.randn((1, 4, 8, 8), generator=torch.Generator().manual_seed(0)) * sig[0]).half()
-    with caplog.at_level(logging.WARNING, logger="evodiff_core"):
-        sample_evodiff(fp16_model, x, sig, disable=True, variant="reference")
+    sample_reference_logged(caplog, fp16_model, x, sig)
     (message,) = reference_messages(caplog, "scales the latent")
     assert "ends at sigma 2" in message and "a = 1 - sqrt(4 * 2) = -1.828" in message
     assert "flips its sign" in message and "ends at a small sigma" in message and "improved variant" in message
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="evodiff_core"):
-        sample_evodiff(fp16_model, x, sigmas_of(SD15_KARRAS_10, torch.float32), disable=True,
-                       variant="reference")
+    sample_reference_logged(caplog, fp16_model, x, sigmas_of(SD15_KARRAS_10, torch.float32))
     assert reference_messages(caplog, "EVODiff") == []
 
 
