@@ -254,7 +254,7 @@ RUNAWAY_FIX = ("The reference variant's consistency rule for more than 20 solver
 RESCALE_FIX = ("The reference variant's last step rescaled the latent beyond its dtype's range (see the warning "
                "before this error): use a schedule that ends at a small sigma, or the 'improved' variant.")
 OFF_THE_ODE_FIX = ("The reference variant's steps left the ODE (see the warning before this error): use the "
-                       "'improved' variant or a lower cfg.")
+                   "'improved' variant or a lower cfg.")
 
 
 class OffTheODEWatch:
