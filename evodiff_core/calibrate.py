@@ -44,6 +44,7 @@ DEFAULT_MAX_CALLS = 500      # teacher + candidates + polish, for up to 8 steps;
 MIN_LOG_GAP = 1e-3           # knots keep at least this log-sigma distance: never a duplicate sigma
 START_STEP = 0.35            # first move of a knot, as a fraction of the log-sigma gap to its neighbours
 SMALLEST_STEP = 0.01         # a knot whose move shrank below this (in log sigma) is settled
+FLOAT32_TOLERANCE = 1e-5     # stock lists are float32: sigmas this close (relatively) are the same
 
 
 @dataclass
@@ -139,7 +140,14 @@ def calibrate(model, noise, steps, sigma_max, sigma_min, noise_schedule="ve", ex
     own = {LOG_UNIFORM: _log_uniform(sigma_max, sigma_min, steps - 1) + [0.0],
            KARRAS_RHO7: _karras(sigma_max, sigma_min, steps - 1, 7.0) + [0.0]}
     usable, skipped = _usable_candidates(candidates or {}, steps, sigma_max, sigma_min)
-    starts = {**usable, **{name: s for name, s in own.items() if name not in usable}}
+    starts = dict(usable)
+    for name, sigma_list in own.items():
+        # ComfyUI's 'exponential' and 'karras' are these lists: one run each is enough
+        twin = next((other for other, given in starts.items() if _same_sigmas(sigma_list, given)), None)
+        if twin is not None:
+            skipped[name] = f"the same list as {twin}"
+        elif name not in starts:
+            starts[name] = sigma_list
     table = {}
     for name, sigma_list in starts.items():
         if counted.calls + steps > max_calls:
@@ -206,6 +214,10 @@ def _karras(sigma_max, sigma_min, n, rho):
     return [(hi + (lo - hi) * k / n) ** rho for k in range(n + 1)]
 
 
+def _same_sigmas(a, b) -> bool:
+    return len(a) == len(b) and all(math.isclose(x, y, rel_tol=FLOAT32_TOLERANCE) for x, y in zip(a, b))
+
+
 def _to_sigmas(knots, sigma_max):
     return [sigma_max] + [math.exp(u) for u in knots] + [0.0]
 
@@ -213,7 +225,7 @@ def _to_sigmas(knots, sigma_max):
 def _usable_candidates(candidates, steps, sigma_max, sigma_min):
     """The candidates the sampler can run in ``steps`` calls inside the range; the rest with why."""
     usable, skipped = {}, {}
-    tolerance = 1e-5   # stock lists are float32
+    tolerance = FLOAT32_TOLERANCE
     for name, sigmas in candidates.items():
         s = [float(v) for v in (sigmas.tolist() if isinstance(sigmas, torch.Tensor) else sigmas)]
         if len(s) != steps + 1 or s[-1] != 0.0:

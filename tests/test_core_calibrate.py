@@ -106,3 +106,19 @@ def test_bad_arguments_are_refused_saying_what_to_change(arguments, words):
     given.update(arguments)
     with pytest.raises(ValueError, match=words):
         calibrate(Counting(denoiser("ve")), **given)
+
+
+def test_a_candidate_equal_to_the_cores_own_list_is_run_once():
+    """ComfyUI's 'karras' and 'exponential' are the core's Karras ρ = 7 and log-uniform lists: given
+    them, the calibration spends no second run on its own copies."""
+    from evodiff_core.calibrate import KARRAS_RHO7, LOG_UNIFORM, _karras, _log_uniform
+
+    steps, sigma_max, sigma_min = 5, 14.6, 0.03
+    given = {"karras": torch.tensor(_karras(sigma_max, sigma_min, steps - 1, 7.0) + [0.0], dtype=torch.float32),
+             "exponential": torch.tensor(_log_uniform(sigma_max, sigma_min, steps - 1) + [0.0], dtype=torch.float32)}
+    noise = torch.randn((2, 1, 2, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    result = calibrate(lambda x, sigma, **kw: 0.5 * x, noise, steps, sigma_max, sigma_min, candidates=given,
+                       max_calls=200)
+    assert result.skipped[KARRAS_RHO7] == "the same list as karras"
+    assert result.skipped[LOG_UNIFORM] == "the same list as exponential"
+    assert set(result.errors) <= {"karras", "exponential", "calibrated"}
