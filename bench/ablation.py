@@ -73,7 +73,7 @@ def sampler_function(rule: str):
 
 
 def main() -> int:
-    from . import quality, report, stress, stress_heldout
+    from . import quality, stress, stress_heldout
 
     torch.set_num_threads(1)
     start = time.perf_counter()
@@ -89,20 +89,11 @@ def main() -> int:
              "default with that rule off, by FD to the exact solution (noise rule of docs/stress.md). "
              "'rule helps' = the default is better beyond noise.\n",
              "| rule off | set | rule helps | tie | rule hurts | where it hurts |", "|---|---|---:|---:|---:|---|"]
-    at = {(r["cell"], r["nfe_target"], r["sampler"]): r for r in records}
     for sampler in SAMPLERS:
         for set_name in stress_heldout.SETS:
-            verdicts, hurts = {"better": 0, "tie": 0, "worse": 0}, []
-            for r in stress_heldout.of_set(records, set_name):
-                if r["sampler"] != PREFIX:
-                    continue
-                other = at[(r["cell"], r["nfe_target"], sampler)]
-                v = report.compare(r, other, "fd") if stress._good(r) and stress._good(other) else "tie"
-                verdicts[v] += 1
-                if v == "worse":
-                    hurts.append(f"{r['cell']} @{r['nfe_target']}")
-            lines.append(f"| {rule_of(sampler)} | {set_name} | {verdicts['better']} | {verdicts['tie']} | "
-                         f"{verdicts['worse']} | {'; '.join(hurts) or '—'} |")
+            found = stress_heldout.against(stress_heldout.of_set(records, set_name), sampler)
+            lines.append(f"| {rule_of(sampler)} | {set_name} | {len(found['won'])} | {len(found['tie'])} | "
+                         f"{len(found['lost'])} | {'; '.join(found['lost']) or '—'} |")
     (out / "report.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -104,25 +104,28 @@ def of_set(records: list[dict], name: str) -> list[dict]:
     return [r for r in records if r["cell"] in cells]
 
 
-def previous_default_section(records: list[dict], previous: str = PREVIOUS) -> str:
-    """Every (cell, NFE) where the default and the previous default differ beyond noise (report.compare)."""
+def against(records: list[dict], other: str, sampler: str = cs.EVODIFF_PREFIX) -> dict[str, list[str]]:
+    """{'won' | 'tie' | 'lost': ['<cell> @<NFE>', ...]}: ``sampler`` against ``other`` at every point
+    both ran, by stress.verdict (the noise rule; a failed run loses to a good one)."""
     at = {(r["cell"], r["nfe_target"], r["sampler"]): r for r in records}
-    verdicts = {"better": [], "worse": [], "tie": []}
+    found = {"won": [], "tie": [], "lost": []}
     for r in records:
-        old = at.get((r["cell"], r["nfe_target"], previous))
-        if r["sampler"] != cs.EVODIFF_PREFIX or old is None:
-            continue
-        good = [stress._good(x) for x in (r, old)]
-        verdict = report.compare(r, old, "fd") if all(good) else ("tie" if good[0] == good[1] else
-                                                                   "better" if good[0] else "worse")
-        verdicts[verdict].append(f"{r['cell']} @{r['nfe_target']}")
-    total = sum(map(len, verdicts.values()))
+        rival = at.get((r["cell"], r["nfe_target"], other))
+        if r["sampler"] == sampler and rival is not None:
+            found[stress.verdict(r, rival)].append(f"{r['cell']} @{r['nfe_target']}")
+    return found
+
+
+def previous_default_section(records: list[dict], previous: str = PREVIOUS) -> str:
+    """Every (cell, NFE) where the default and the previous default differ beyond noise."""
+    found = against(records, previous)
     lines = [f"## Against the previous default ({previous})\n",
-             f"FD of `evodiff` against `{previous}` at {total} (cell, NFE) points, noise rule as above: "
-             f"better at {len(verdicts['better'])}, tied at {len(verdicts['tie'])}, worse at {len(verdicts['worse'])}.\n"]
-    for verdict in ("worse", "better"):
-        if verdicts[verdict]:
-            lines.append(f"- {verdict.capitalize()} at: {'; '.join(verdicts[verdict])}.")
+             f"FD of `evodiff` against `{previous}` at {sum(map(len, found.values()))} (cell, NFE) points, noise "
+             f"rule as above: better at {len(found['won'])}, tied at {len(found['tie'])}, worse at "
+             f"{len(found['lost'])}.\n"]
+    for verdict, word in (("lost", "Worse"), ("won", "Better")):
+        if found[verdict]:
+            lines.append(f"- {word} at: {'; '.join(found[verdict])}.")
     return "\n".join(lines) + "\n"
 
 
