@@ -58,7 +58,7 @@ def calibrate_cell(cell: stress.Cell, nfe: int) -> dict:
     candidates = cs.pack_module("stock_schedules").stock_schedules(ms, nfe)
     start = time.perf_counter()
     result = calibrate(model, noise, nfe, float(ms.sigma_max), float(ms.sigma_min),
-                       "flow" if cs.is_flow(cell.family) else "ve", candidates=candidates)
+                       cs.core_noise_schedule(cell.family), candidates=candidates)
     return dict(sigmas=result.sigmas, chosen=result.chosen, calls=result.model_calls,
                 seconds=time.perf_counter() - start)
 

@@ -62,6 +62,11 @@ def is_flow(family: str) -> bool:
     return family == "flow" or _FLOW_SHIFT.fullmatch(family) is not None
 
 
+def core_noise_schedule(family: str) -> str:
+    """The core's noise_schedule for a family: "flow" or "ve" (what the pack's KSampler detects)."""
+    return "flow" if is_flow(family) else "ve"
+
+
 def convention(family: str) -> str:
     """The noise convention a family's denoiser speaks: "flow" or "eps" (VE, also for edm)."""
     return "flow" if is_flow(family) else "eps"
@@ -164,23 +169,23 @@ def sampler_object(sampler: str, family: str):
     """A real comfy.samplers.KSAMPLER for a built-in name, 'evodiff' or 'evodiff:<variant>'.
 
     'evodiff' is the pack's KSampler registration (it detects the noise schedule from the model);
-    'evodiff:<variant>[@shift=x]' runs the core directly with those options.
+    'evodiff:<variant>[@shift=x]' runs the core directly with those options, 'evodiff~<rule>' the
+    default with one rule off (bench.ablation), 'evodiff@<rev>' an earlier commit's core
+    (bench.revisions); these three with the noise schedule the pack would detect.
     """
     c = comfyui()
     if sampler == EVODIFF_PREFIX:  # what comfy.samplers.ksampler("evodiff") builds once registered
         return c.samplers.KSAMPLER(pack_sampler_function())
+    options = {"noise_schedule": core_noise_schedule(family)}
     rule = ablation.rule_of(sampler)
     if rule is not None:   # the current default with one of its rules off (bench.ablation)
-        return c.samplers.KSAMPLER(ablation.sampler_function(rule),
-                                   {"noise_schedule": "flow" if is_flow(family) else "ve"})
+        return c.samplers.KSAMPLER(ablation.sampler_function(rule), options)
     _, rev = revisions.split_name(sampler)
     if rev is not None:   # an earlier commit's default, with the noise schedule the pack would detect
-        return c.samplers.KSAMPLER(revisions.core_at(rev).sample_evodiff,
-                                   {"noise_schedule": "flow" if is_flow(family) else "ve"})
+        return c.samplers.KSAMPLER(revisions.core_at(rev).sample_evodiff, options)
     if is_evodiff(sampler):
         from evodiff_core import sample_evodiff
 
-        options = {"noise_schedule": "flow" if is_flow(family) else "ve"}
         name, _, shift = sampler.partition("@shift=")   # 'evodiff:improved@shift=0': an ablation
         if shift:
             options["shift"] = float(shift)
