@@ -7,12 +7,15 @@ that rule's own constant for the duration of the sampler call (the core is not e
   evodiff~no-conditioning  (V6') off: c = 1 whatever the ratio q of consecutive steps
   evodiff~no-probe-ending  (V10) off: the last step is (V9) and the final call denoises x_N
   evodiff~full-first-probe the first order-2 probe extrapolates with trust 1, not at the Euler point
+  evodiff~no-final-extrapolation  (V11) off: a list ending in 0 returns its final call's D_N
+  evodiff~no-warmup-corrector     (V12) off: the Euler warm-up is carried on uncorrected
 
     python -m bench.ablation     # both sets of bench.stress_heldout -> bench_out/ablation/report.md
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import sys
@@ -48,11 +51,23 @@ def _first_probe_with_full_trust():
     return _patched(improved.Steps, "__init__", starting_trusted)
 
 
+def _without_warmup_corrector():
+    """order2_step handed weights whose (V12) weight is 0."""
+    step = improved.order2_step
+
+    def euler_warmup(x, denoised_prev, denoised_prev2, weights, *args, **kwargs):
+        return step(x, denoised_prev, denoised_prev2, dataclasses.replace(weights, warmup=0.0), *args, **kwargs)
+
+    return _patched(improved, "order2_step", euler_warmup)
+
+
 RULES = {
     "no-gate": lambda: contextlib.nullcontext(),   # shift 0, passed as an option
     "no-conditioning": lambda: _patched(improved, "SLOPE_BASELINE_RATIO", math.inf),
     "no-probe-ending": lambda: _patched(improved, "PROBE_ENDING_MIN_LOG_SNR_STEP", math.inf),
     "full-first-probe": _first_probe_with_full_trust,
+    "no-final-extrapolation": lambda: _patched(improved.Steps, "final_denoised", lambda self, denoised, _: denoised),
+    "no-warmup-corrector": _without_warmup_corrector,
 }
 SAMPLERS = tuple(f"{PREFIX}{SEPARATOR}{rule}" for rule in RULES)
 

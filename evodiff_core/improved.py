@@ -33,6 +33,14 @@ and vanish, and the step keeps its order. μ = 0 gives the pure interpolation ru
   (V9)  last step (no call; also the hand-off of split lists): (V2) through m1, m0, gated by ν.
   (V10) lists ending in 0 whose last step is long (κ_N ≤ κ_{N−1}/4): the last step is an order-2 step (in κ² for VE) whose probe takes the
         final call, and x_0 = D_N + (x_N − x̃_N)/α_N: no call is spent where D(x, σ_N) ≈ x/α.
+  (V11) VE lists ending in 0 that keep the final call: σ_N → 0 is (V2) in u = κ² over
+        [λ_N, ∞), where ρ → 0 and the weights become the Lagrange basis at κ² = 0 (Tweedie: D
+        along the path is x(0) + O(κ²)), gated by ν:
+        x_0 = D_N + ν·c(ω)·ω·(D_N − D_{N−1}),  ω = κ_N²/(κ_{N−1}² − κ_N²), c of (V6').
+  (V12) the warm-up's corrector: step 1 is an Euler step (one output). Its correction by (V2)
+        through D_0, D_1 (the trapezoid, W_1 its weight on D_1), W_1·(D_1 − D_0), is carried
+        through step 2 (×ρ_2) and added to x_2 with step 2's trust ν, as every later step's
+        corrector is trusted. Not from flow's t = 1 (λ_0 = −∞: that integral is kept Euler).
 """
 from __future__ import annotations
 
@@ -62,6 +70,12 @@ def log_snr(s: float, noise_schedule: str) -> float:
     """λ = log(α/σ) = −log κ; −∞ at flow's σ = 1 (pure noise)."""
     alpha, sigma = alpha_sigma(s, noise_schedule)
     return -math.inf if alpha <= 0 else math.log(alpha / sigma)
+
+
+def noise_variance(s: float, noise_schedule: str) -> float:
+    """κ² = (σ/α)², the noise variance relative to the data (u = "kappa2")."""
+    alpha, sigma = alpha_sigma(s, noise_schedule)
+    return (sigma / alpha) ** 2
 
 
 def interpolation_variable(lam: float, variable: str) -> float:
@@ -114,6 +128,7 @@ class StepWeights:
     a1: float           # σ_t ∫ e^λ (u(λ) − u_s) dλ: the weight of a slope in u, (V3) and (V8)
     eta_quad: float     # (V7) the blend weight of the exact parabola integral
     last: tuple[float, float]   # (V9) on (m1, m0)
+    warmup: float = 0.0  # (V12), i = 2 only: ρ_2·W_1, the weight on D_1 − D_0 carried into x_2
 
 
 def step_weights(grid: list[float], noise_schedule: str) -> dict[int, StepWeights]:
@@ -141,9 +156,22 @@ def weights_of_step(grid, i: int, noise_schedule: str, variable: str, last_varia
     a1 = integral_weights(lam[1:], lam[1], lam[2], alpha_t, variable)[1] * du
     # the parabola's weight on D_i, W_D, is a1·η_quad/Δu, since (V8) puts a1·η/Δu on D_i
     w_d = integral_weights(lam, lam[1], lam[2], alpha_t, variable)[2]
+    warmup = 0.0
+    if i == 2 and math.isfinite(lam[0]):
+        # (V12) a correction of x_1 reaches x_2 multiplied by ρ_2 = σ_2/σ_1
+        w_1 = integral_weights(lam[:2], lam[0], lam[1], alpha_sigma(grid[1], noise_schedule)[0], variable)[1]
+        warmup = grid[2] / grid[1] * w_1
     return StepWeights(sigma_prev=grid[i - 1], sigma=grid[i], du_prev=u[1] - u[0], du=du, a1=a1,
                        eta_quad=w_d * du / a1,
-                       last=tuple(integral_weights(lam[:2], lam[1], lam[2], alpha_t, last_variable)))
+                       last=tuple(integral_weights(lam[:2], lam[1], lam[2], alpha_t, last_variable)),
+                       warmup=warmup)
+
+
+def slope_conditioning(q: float) -> float:
+    """(V6') c: 1 for comparable steps, → (Q/q)⁴ when the slope was measured over a step q ≫ Q
+    times shorter than the one it is carried over, so a near-duplicate sigma (q → ∞) changes the
+    result boundedly."""
+    return 1.0 / (1.0 + (q / SLOPE_BASELINE_RATIO) ** 4)
 
 
 def _difference_pair(denoised_prev, denoised_prev2, denoised):
@@ -168,9 +196,7 @@ def order2_step(x, denoised_prev, denoised_prev2, weights: StepWeights, shift: f
     callback, so the Euler step may overwrite it (no tensor handed out is ever changed)."""
     x_euler = euler_step(x, denoised_prev, weights.sigma_prev, weights.sigma, out=x if state_is_ours else None)
     q = weights.du / weights.du_prev
-    # (V6') conditioning: 1 for comparable steps, → (Q/q)⁴ when the previous step was q ≫ Q times
-    # shorter, so a near-duplicate sigma (q → ∞) changes the result boundedly
-    conditioning = 1.0 / (1.0 + (q / SLOPE_BASELINE_RATIO) ** 4)
+    conditioning = slope_conditioning(q)
     # (V3) probe x̃ = x_E + a1·θ·g−, θ = the previous step's trust (0 before any was measured)
     if trust_prev is None:
         theta = 0.0
@@ -200,6 +226,8 @@ def order2_step(x, denoised_prev, denoised_prev2, weights: StepWeights, shift: f
     #      on d: a1/Δu_prev·(θ + ν(1 − θ) − ν·η)
     on_diff = theta + trust * (1 - theta) - trust * eta
     x_next = x_euler.addcmul_(on_diff, diff, value=weights.a1 / weights.du_prev)
+    if weights.warmup:   # (V12) the warm-up's trapezoid correction, carried here and trusted by ν
+        x_next.addcmul_(trust, diff, value=weights.warmup)
     return x_next.addcmul_(trust * eta, output_change, value=weights.a1 / weights.du), denoised, trust
 
 
@@ -224,6 +252,7 @@ class Steps(SolverSteps):
 
     def __init__(self, plan: Plan, shift: float, noise_schedule: str):
         super().__init__(plan, shift, noise_schedule)
+        self.noise_schedule = noise_schedule
         self.weights = step_weights(plan.grid, noise_schedule)
         self.shift = shift
         self.trust = None   # ν of the last order-2 step, [B, C, 1]; None until one is measured
@@ -264,3 +293,16 @@ class Steps(SolverSteps):
 
     def last(self, i, x, m0, m1):
         return last_step(x, m0, m1, self.weights[i], self.trust)
+
+    def final_denoised(self, denoised, denoised_prev):
+        """(V11): the final call's D_N extrapolated to κ² = 0 through D_{N−1}, by the last trust ν.
+
+        Where the last step interpolates in κ² (VE): the trailing σ_N → 0 is then the same
+        interpolation carried to its end. Flow's last step interpolates in u = −log t, which has
+        no value at t = 0, and keeps D_N (docs/variants.md §5c). D_N where no trust was measured."""
+        if self.trust is None or INTERPOLATION[self.noise_schedule][1] != "kappa2":
+            return denoised
+        kappa2_last, kappa2_prev = (noise_variance(s, self.noise_schedule) for s in self.plan.grid[-1:-3:-1])
+        # ω = the extrapolation's reach over the nodes' spacing, i.e. (V6')'s q for this step
+        omega = kappa2_last / (kappa2_prev - kappa2_last)
+        return torch.addcmul(denoised, self.trust * (omega * slope_conditioning(omega)), denoised - denoised_prev)

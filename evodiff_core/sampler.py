@@ -116,6 +116,8 @@ def sample_evodiff(model, x, sigmas, extra_args=None, callback=None, disable=Non
         iv = p.intervals[k]
         if iv.calls_model:
             m0, m1 = denoise(state, iv.start), m0
+            if iv.kind == "to_zero":   # the sample at σ = 0 from the final call (improved's (V11))
+                m0 = steps.final_denoised(m0, m1)
         elif iv.kind == "to_zero":
             m0, m1 = steps.to_zero(state), m0   # the final denoised, without a call (probe ending)
         if callback is not None:

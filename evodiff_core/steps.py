@@ -55,6 +55,12 @@ class SolverSteps:
         a model call."""
         raise NotImplementedError
 
+    def final_denoised(self, denoised, denoised_prev):
+        """The sample at σ = 0 of a list ending in 0, from its final call D_N = D(x_N, σ_N)
+        (``denoised``) and D_{N−1}; the reference returns D_N itself. Never changes either tensor
+        (both were handed to the callback)."""
+        return denoised
+
     def finish(self, latent_dtype: torch.dtype | None = None, result=None) -> str | None:
         """After the loop: the checks that read the device, once. ``latent_dtype``: the dtype the
         state is handed to the model in; ``result``: the sampler's output, [B, C, L] in the

@@ -183,20 +183,23 @@ def test_digits_cfg_cells_run_with_guidance():
 
 
 def test_an_earlier_commits_core_runs_as_a_sampler():
-    """'evodiff@<rev>' runs that commit's core (bench.revisions), as its own package; at the
-    commit of this pack's current default output (cb0fc30) it gives the same result."""
+    """'evodiff@<rev>' runs that commit's core (bench.revisions), as its own package. cb0fc30's
+    default is today's with the (V12) warm-up corrector off ((V11) does not apply to this list,
+    which ends with the (V10) probe ending)."""
     noise = torch.randn((4, 4, 4, 4), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     denoiser = problem("mixture").denoiser("eps")
     now = cs.run_sampler("evodiff", "eps", "karras", 6, denoiser, noise)
     then = cs.run_sampler("evodiff@cb0fc30", "eps", "karras", 6, denoiser, noise)
+    ablated = cs.run_sampler("evodiff~no-warmup-corrector", "eps", "karras", 6, denoiser, noise)
     older = cs.run_sampler("evodiff@cd34a6a", "eps", "karras", 6, denoiser, noise)
     assert then.nfe == now.nfe == older.nfe == 6
-    assert torch.equal(then.x, now.x)
-    assert not torch.equal(older.x, now.x)
+    assert torch.equal(then.x, ablated.x)
+    assert not torch.equal(then.x, now.x) and not torch.equal(older.x, now.x)
     assert cs.is_evodiff("evodiff@cd34a6a") and cs.sampler_object("evodiff@shift=0", "eps") is not None
 
 
-@pytest.mark.parametrize("rule", ["no-gate", "no-conditioning", "no-probe-ending", "full-first-probe"])
+@pytest.mark.parametrize("rule", ["no-gate", "no-conditioning", "no-probe-ending", "full-first-probe",
+                                  "no-final-extrapolation", "no-warmup-corrector"])
 def test_each_ablation_switches_its_rule_off_for_the_call_only(rule):
     """'evodiff~<rule>' changes the output on a list where the rule acts, and leaves the core's
     constants as they were afterwards."""
@@ -204,11 +207,16 @@ def test_each_ablation_switches_its_rule_off_for_the_call_only(rule):
 
     noise = torch.randn((4, 4, 4, 4), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     denoiser = problem("mixture-cfg").guided_denoiser("eps", torch.arange(4) % 5, 4.0)
-    # linear_quadratic's seam makes q = 14.6 (V6' acts); karras at 6 steps has a long last step (V10)
-    scheduler = "linear_quadratic" if rule == "no-conditioning" else "karras"
-    saved = (improved.SLOPE_BASELINE_RATIO, improved.PROBE_ENDING_MIN_LOG_SNR_STEP, improved.Steps.__init__)
+    # linear_quadratic's seam makes q = 14.6 (V6' acts); karras at 6 steps has a long last step (V10);
+    # beta's last step is short, so its final call is kept and (V11) extrapolates it
+    scheduler = {"no-conditioning": "linear_quadratic", "no-final-extrapolation": "beta"}.get(rule, "karras")
+    def constants():
+        return (improved.SLOPE_BASELINE_RATIO, improved.PROBE_ENDING_MIN_LOG_SNR_STEP, improved.Steps.__init__,
+                improved.Steps.final_denoised, improved.order2_step)
+
+    saved = constants()
     default = cs.run_sampler("evodiff", "eps", scheduler, 6, denoiser, noise)
     ablated = cs.run_sampler(f"evodiff~{rule}", "eps", scheduler, 6, denoiser, noise)
     assert ablated.nfe == default.nfe and torch.isfinite(ablated.x).all()
     assert not torch.equal(ablated.x, default.x)
-    assert (improved.SLOPE_BASELINE_RATIO, improved.PROBE_ENDING_MIN_LOG_SNR_STEP, improved.Steps.__init__) == saved
+    assert constants() == saved

@@ -146,4 +146,6 @@ def test_cfg_guider_packs_a_nested_latent_and_evodiff_samples_it(comfyui):
     to_latent_format = patcher.get_model_object("process_latent_out")
     for part, part_noise in zip(parts, noise_parts):
         assert torch.isfinite(part).all()
-        torch.testing.assert_close(part, to_latent_format(part_noise), rtol=0, atol=1e-2)
+        expected = to_latent_format(part_noise)
+        # a 6-step solve: 0.3 % RMS off (its largest element 0.8 % of the RMS)
+        assert (part - expected).pow(2).mean().sqrt() < 1e-2 * expected.pow(2).mean().sqrt()

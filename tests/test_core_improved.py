@@ -1,5 +1,6 @@
 """The improved variant (docs/variants.md): flow ≡ VE change of variables, scale invariance,
 convergence order, hazards, the split-point hand-off and a margin over DPM-Solver++(2M)."""
+import dataclasses
 import math
 
 import pytest
@@ -105,8 +106,9 @@ def test_second_order_convergence(shift):
 
 
 def test_shift_zero_is_the_exact_parabola_integral(monkeypatch):
-    """(V7)–(V8) with μ = 0 (ν = 1, η = η_quad) is (V2) over m1, m0, D_i, quadratic in u
-    (with the conditioning of (V6') switched off; it is 0.994 for this grid's step ratio 1.23)."""
+    """(V7)–(V8) with μ = 0 (ν = 1, η = η_quad) is (V2) over m1, m0, D_i, quadratic in u, plus
+    (V12)'s warm-up correction at this first order-2 step (with the conditioning of (V6')
+    switched off; it is 0.994 for this grid's step ratio 1.23)."""
     monkeypatch.setattr(improved, "SLOPE_BASELINE_RATIO", math.inf)
     grid = [14.6, 6.0, 2.0, 0.5]
     sw = step_weights(grid, "ve")[2]
@@ -122,11 +124,15 @@ def test_shift_zero_is_the_exact_parabola_integral(monkeypatch):
     xf = x.flatten(2)
     lam = [-math.log(s) for s in grid[:3]]
     w1, w0, wd = integral_weights(lam, lam[1], lam[2], 1.0, "lambda")
+    # (V12): at i = 2 the warm-up's trapezoid correction W_1·(D_1 − D_0), carried by ρ_2 = 2/6
+    warmup_weight = integral_weights(lam[:2], lam[0], lam[1], 1.0, "lambda")[1]
+    assert sw.warmup == pytest.approx(2.0 / 6.0 * warmup_weight, rel=1e-14)
     # whatever the probe's trust θ (where D_i is taken), ν = 1 integrates the parabola exactly
     for trust_prev in (None, torch.full((4, 4, 1), 0.3, **F64)):
         out, _, trust = improved.order2_step(xf, m0, m1, sw, 0.0, trust_prev, denoise)
         assert torch.equal(trust, torch.ones_like(trust))
-        torch.testing.assert_close(out, xf * (2.0 / 6.0) + w1 * m1 + w0 * m0 + wd * seen["d"], atol=1e-12, rtol=1e-12)
+        parabola = xf * (2.0 / 6.0) + w1 * m1 + w0 * m0 + wd * seen["d"]
+        torch.testing.assert_close(out, parabola + sw.warmup * (m0 - m1), atol=1e-12, rtol=1e-12)
 
 
 def test_shift_changes_the_improved_result():
@@ -231,3 +237,53 @@ def test_linear_amplification():
             assert errors[0.0] > 50 * euler_error and errors[0.5] == pytest.approx(euler_error, rel=1e-4)
         else:           # measured: 6× below Euler's
             assert errors[0.5] < euler_error / 3
+
+
+@pytest.mark.parametrize("steps", [10, 20])
+def test_final_call_is_carried_to_sigma_zero_in_kappa2(steps):
+    """(V11): a VE list that ends at a large σ_N (0.15, as AYS/GITS/beta lists end) and then 0.
+    D(x_N, σ_N) misses x(0) by O(κ_N²); extrapolating D to κ² = 0 through D_{N−1} removes most of
+    that, so the result is closer to the exact ODE solution than the final call's own output."""
+    gmm = mixture()
+    sig = torch.cat([torch.linspace(math.log(14.6), math.log(0.15), steps + 1, **F64).exp(), torch.zeros(1, **F64)])
+    x = noise(64) * sig[0]
+    exact = gmm.denoise_ve(probability_flow_ode_ve(gmm.denoise_ve, x, float(sig[0]), 1e-4, 600), 1e-4)
+    seen = []
+    out = sample_evodiff(model_of(gmm.denoise_ve), x, sig, callback=seen.append, disable=True)
+    final_call = gmm.denoise_ve(seen[-1]["x"], float(sig[-2]))
+    assert rms_error(out, exact) < 0.7 * rms_error(final_call, exact)
+    assert torch.equal(seen[-1]["denoised"], out)   # the last preview is what is returned
+
+
+def test_flow_lists_return_the_final_call():
+    """Flow's last step interpolates in −log t, which has no value at t = 0: no (V11) there."""
+    gmm = mixture()
+    t = flow_shift3(8)
+    seen = []
+    out = sample_evodiff(model_of(gmm.denoise_flow), noise(), t, callback=seen.append, disable=True,
+                         noise_schedule="flow")
+    torch.testing.assert_close(out, gmm.denoise_flow(seen[-1]["x"], float(t[-2])), atol=1e-12, rtol=0)
+
+
+def test_the_warmup_is_corrected_by_the_first_order2_step(monkeypatch):
+    """(V12): once D_1 is in, step 1 is re-integrated through D_0 and D_1, so the state after the
+    first order-2 step is closer to the exact ODE than when the Euler warm-up is carried on."""
+    gmm = mixture()
+    sig = karras(6)
+    x = noise(64) * sig[0]
+    exact_at_2 = probability_flow_ode_ve(gmm.denoise_ve, x, float(sig[0]), float(sig[2]), 400)
+
+    def state_after_step_2():
+        improved._step_weights.cache_clear()
+        seen = []
+        sample_evodiff(model_of(gmm.denoise_ve), x, sig, callback=seen.append, disable=True)
+        return rms_error(seen[2]["x"], exact_at_2)
+
+    corrected = state_after_step_2()
+    weights_of_step = improved.weights_of_step
+    monkeypatch.setattr(improved, "weights_of_step",
+                        lambda *a, **k: dataclasses.replace(weights_of_step(*a, **k), warmup=0.0))
+    euler_carried = state_after_step_2()
+    improved._step_weights.cache_clear()
+    assert weights_of_step(sig[:-1].tolist(), 2, "ve", "lambda", "kappa2").warmup > 0
+    assert corrected < 0.9 * euler_carried   # 0.113 against 0.133
