@@ -11,6 +11,11 @@ with the given variant and shift, whatever its step rule is):
    run should reach.
 2. Start: the best of the candidate schedules (the caller's stock ones, plus a log-uniform and a
    Karras ρ = 7 list made here) by the distance of their few-step result to the teacher's.
+2b. Shift: where the caller offers several shifts μ (the exponent of the trust ν = (1 − δ)^μ,
+   docs/variants.md (V6)), the start schedule is run at each, and the best on the fit half is the
+   shift the polish and the result use. How much a model's path needs the trust gate (guidance
+   makes it rough, an unguided model keeps it smooth) is a property of the model and its cfg,
+   which the teacher measures.
 3. Polish: a compass search on the interior knots u_k = log σ_k (σ_1 … σ_{N−1}, the last nonzero
    sigma included): each knot moves by ±δ_k inside its neighbours; a move is kept when the
    few-step results get closer to the teacher's (the mean per-sample distance); δ_k grows after
@@ -19,7 +24,8 @@ with the given variant and shift, whatever its step rule is):
 
 The noise batch is split: the first half (rounded up) is what the search minimises, the second
 half is held out. The guard: the polished schedule is returned only when it also beats every
-candidate on the held-out half; otherwise the best candidate there is returned. The whole batch
+candidate (at the given shift) on the held-out half; otherwise the best candidate there is
+returned, with the given shift. The whole batch
 goes through the model in every call (a guided denoiser may tie rows to labels), and every model
 call counts against ``max_calls``.
 """
@@ -44,6 +50,8 @@ DEFAULT_MAX_CALLS = 500      # teacher + candidates + polish, for up to 8 steps;
 MIN_LOG_GAP = 1e-3           # knots keep at least this log-sigma distance: never a duplicate sigma
 START_STEP = 0.35            # first move of a knot, as a fraction of the log-sigma gap to its neighbours
 SMALLEST_STEP = 0.01         # a knot whose move shrank below this (in log sigma) is settled
+# the shifts the EVODiffCalibrate node tries (step 2b): off, the paper's 0.5, halfway, and twice it
+SHIFTS = (0.0, 0.25, 0.5, 1.0)
 FLOAT32_TOLERANCE = 1e-5     # stock lists are float32: sigmas this close (relatively) are the same
 
 
@@ -53,15 +61,18 @@ class Calibration:
     mean per-sample RMS distance to the teacher's endpoint relative to the teacher's RMS."""
     sigmas: torch.Tensor
     chosen: str                      # CALIBRATED or the name of the candidate that won the guard
+    shift: float                     # the sampler's shift μ the schedule was made for
     model_calls: int
     teacher_calls: int
     errors: dict = field(default_factory=dict)
     skipped: dict = field(default_factory=dict)   # candidate name -> why it was not used
+    shifts: dict = field(default_factory=dict)    # shift tried on the start schedule -> (fit, held-out) errors
 
     def summary(self) -> str:
         fit, held = self.errors[self.chosen]
         best_stock = min((n for n in self.errors if n != CALIBRATED), key=lambda n: self.errors[n][1])
-        return (f"EVODiff calibration: returned the {self.chosen} schedule ({len(self.sigmas) - 1} steps), "
+        return (f"EVODiff calibration: returned the {self.chosen} schedule ({len(self.sigmas) - 1} steps, "
+                f"shift {self.shift:g}), "
                 f"held-out error {held:.4g} vs the best stock one ({best_stock}) {self.errors[best_stock][1]:.4g}; "
                 f"{self.model_calls} model calls ({self.teacher_calls} for the teacher)")
 
@@ -97,12 +108,13 @@ class _CountingModel:
 
 def calibrate(model, noise, steps, sigma_max, sigma_min, noise_schedule="ve", extra_args=None,
               variant=VARIANTS[0], shift=DEFAULT_SHIFT, progress=None, candidates=None, max_calls=None,
-              teacher_steps=TEACHER_STEPS) -> Calibration:
+              teacher_steps=TEACHER_STEPS, shifts=()) -> Calibration:
     """The schedule and its report. ``model(x, sigma, **extra_args)`` is the (guided) denoiser a
     ComfyUI sampler gets; ``noise`` [B, ...] unit Gaussian (the start is σ_max·noise).
     ``candidates``: {name: sigma list} of stock schedules (``steps + 1`` long, ending in 0, inside
     [σ_min, σ_max]); the others are skipped and listed in ``skipped``. ``progress(done, total)``
-    is called after every model call; an exception it raises stops the calibration."""
+    is called after every model call; an exception it raises stops the calibration. ``shifts``:
+    other shifts to try (step 2b); the candidates are judged at ``shift``."""
     sigma_max, sigma_min = float(sigma_max), float(sigma_min)
     _check_arguments(noise, steps, sigma_max, sigma_min)
     max_calls = default_max_calls(steps) if max_calls is None else int(max_calls)
@@ -116,9 +128,9 @@ def calibrate(model, noise, steps, sigma_max, sigma_min, noise_schedule="ve", ex
     fit_rows = (noise.shape[0] + 1) // 2
     held_rows = slice(fit_rows, None) if noise.shape[0] > 1 else slice(0, 1)
 
-    def run(sigma_list):
+    def run(sigma_list, mu):
         return sample_evodiff(counted, x_start, torch.tensor(sigma_list, dtype=torch.float64), extra_args,
-                              disable=True, shift=shift, variant=variant, noise_schedule=noise_schedule)
+                              disable=True, shift=mu, variant=variant, noise_schedule=noise_schedule)
 
     teacher = teacher_solution(counted, x_start, sigma_max, sigma_min, teacher_steps, extra_args or {}).double()
     teacher_calls = counted.calls
@@ -127,10 +139,10 @@ def calibrate(model, noise, steps, sigma_max, sigma_min, noise_schedule="ve", ex
                                  "model (an fp16 overflow, a too high cfg, a broken LoRA/patch).")
     scale = teacher.pow(2).mean().sqrt().clamp_min(1e-12)
 
-    def errors(sigma_list):
+    def errors(sigma_list, mu=shift):
         """(fit, held-out) distance to the teacher; inf where the run breaks."""
         try:
-            x = run(sigma_list).double()
+            x = run(sigma_list, mu).double()
         except FloatingPointError:
             return math.inf, math.inf
         if not torch.isfinite(x).all():
@@ -155,8 +167,13 @@ def calibrate(model, noise, steps, sigma_max, sigma_min, noise_schedule="ve", ex
             continue
         table[name] = errors(sigma_list)
     start = min(table, key=lambda name: table[name][0])
+    by_shift = {shift: table[start]}
+    for mu in dict.fromkeys(float(m) for m in shifts):
+        if mu not in by_shift and counted.calls + 2 * steps <= max_calls:   # leave room for a polish move
+            by_shift[mu] = errors(starts[start], mu)
+    tuned = min(by_shift, key=lambda mu: by_shift[mu][0])
     knots, best = _polish([math.log(s) for s in starts[start][1:-1]], math.log(sigma_max), math.log(sigma_min),
-                          table[start], lambda u: errors(_to_sigmas(u, sigma_max)), steps,
+                          by_shift[tuned], lambda u: errors(_to_sigmas(u, sigma_max), tuned), steps,
                           lambda: max_calls - counted.calls)
     table[CALIBRATED] = best
     stock = min((n for n in table if n != CALIBRATED), key=lambda n: table[n][1])
@@ -165,7 +182,9 @@ def calibrate(model, noise, steps, sigma_max, sigma_min, noise_schedule="ve", ex
     if progress is not None:
         progress(max_calls, max_calls)
     return Calibration(sigmas=_as_sigmas_tensor(sigma_list, sigma_max, sigma_min), chosen=chosen,
-                       model_calls=counted.calls, teacher_calls=teacher_calls, errors=table, skipped=skipped)
+                       shift=tuned if chosen == CALIBRATED else shift, model_calls=counted.calls,
+                       teacher_calls=teacher_calls, errors=table, skipped=skipped,
+                       shifts={mu: by_shift[mu] for mu in sorted(by_shift)})
 
 
 def teacher_solution(model, x, sigma_max, sigma_min, steps, extra_args) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """EVODiffCalibrate: a SIGMAS schedule for SamplerCustom / SamplerCustomAdvanced, learned on the
-connected model with its cfg and conditioning (the method: evodiff_core/calibrate.py).
+connected model with its cfg and conditioning, and the SamplerEVODiff it was learned for (its
+shift is calibrated too; the method: evodiff_core/calibrate.py).
 
 It runs through ComfyUI's own CFGGuider, as SamplerCustomAdvanced does, so the calibration sees
 the denoiser the sampler will see. What it learns is saved under ComfyUI's user directory,
@@ -22,9 +23,9 @@ import torch
 from comfy_api.latest import io
 
 from ..evodiff_core import calibrate as core_calibrate
-from ..evodiff_core.calibrate import default_max_calls
+from ..evodiff_core.calibrate import SHIFTS, default_max_calls
 from .sampler_function import noise_schedule_of
-from .sampler_node import SEARCH_ALIASES, newer_schema_fields
+from .sampler_node import SEARCH_ALIASES, evodiff_sampler, newer_schema_fields
 from .stock_schedules import stock_schedules
 
 log = logging.getLogger(__name__)
@@ -39,9 +40,9 @@ CORE_DIR = Path(__file__).resolve().parent.parent / "evodiff_core"
 
 DESCRIPTION = (
     "Learns a few-step sigma schedule for EVODiff on this model, at this cfg and resolution, in a few "
-    "hundred model calls, and keeps it only if it beats ComfyUI's stock schedules on held-out samples. "
-    "Connect SIGMAS to SamplerCustomAdvanced (with SamplerEVODiff) or SamplerCustom. Saved in the user "
-    "directory (evodiff/calibration): the same inputs cost nothing the second time.")
+    "hundred model calls, with the sampler's shift, and keeps it only if it beats ComfyUI's stock schedules "
+    "on held-out samples. Connect SIGMAS and SAMPLER to SamplerCustomAdvanced or SamplerCustom. Saved in "
+    "the user directory (evodiff/calibration): the same inputs cost nothing the second time.")
 STEPS_TOOLTIP = "Sampler steps (model calls) the schedule is made for: 3-16; it pays most at 5-8."
 SAMPLES_TOOLTIP = ("Noise samples the calibration runs on, as one batch: half to fit, half held out for the "
                    "check against the stock schedules. More is steadier, and each model call costs more.")
@@ -107,7 +108,7 @@ def cache_file(key: dict) -> Path:
     return Path(folder_paths.get_user_directory(), *CACHE_FOLDER, f"{name}.json")
 
 
-def load_saved(key: dict) -> torch.Tensor | None:
+def load_saved(key: dict) -> tuple[torch.Tensor, float] | None:
     path = cache_file(key)
     try:
         saved = json.loads(path.read_text())
@@ -116,13 +117,14 @@ def load_saved(key: dict) -> torch.Tensor | None:
     if saved.get("key") != key:   # a hash collision or a hand-edited file
         return None
     log.info("%s: reusing the schedule saved in %s (%s)", NODE_ID, path, saved.get("chosen"))
-    return torch.tensor(saved["sigmas"], dtype=torch.float32)
+    return torch.tensor(saved["sigmas"], dtype=torch.float32), float(saved["shift"])
 
 
 def save(key: dict, result) -> Path:
     path = cache_file(key)
     path.parent.mkdir(parents=True, exist_ok=True)
-    record = {"key": key, "sigmas": result.sigmas.tolist(), "chosen": result.chosen,
+    record = {"key": key, "sigmas": result.sigmas.tolist(), "shift": result.shift, "chosen": result.chosen,
+              "shifts": {f"{mu:g}": errors for mu, errors in result.shifts.items()},
               "model_calls": result.model_calls, "errors": result.errors, "skipped": result.skipped}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=1))
@@ -147,7 +149,7 @@ def calibrate_on_guider(model, positive, negative, cfg, latent_samples, steps, s
         found["result"] = core_calibrate(
             denoiser, x / float(sigmas[0]), steps, float(sampling.sigma_max), float(sampling.sigma_min),
             noise_schedule=noise_schedule_of(sampling), extra_args=extra_args, progress=progress,
-            candidates=stock, max_calls=max_calls)
+            candidates=stock, max_calls=max_calls, shifts=SHIFTS)
         return x
 
     guider = comfy.samplers.CFGGuider(model)
@@ -181,7 +183,8 @@ class EVODiffCalibrate(io.ComfyNode):
                 io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
                              tooltip=SEED_TOOLTIP),
             ],
-            outputs=[io.Sigmas.Output()],
+            outputs=[io.Sigmas.Output(),
+                     io.Sampler.Output(tooltip="SamplerEVODiff with the shift the schedule was learned for.")],
             **newer_schema_fields(SEARCH_ALIASES + ["calibrate", "schedule", "optimal steps", "ays", "gits"]),
         )
 
@@ -202,8 +205,9 @@ class EVODiffCalibrate(io.ComfyNode):
         key = cache_key(model, latent["samples"].shape, cfg, steps, samples, seed)
         saved = load_saved(key)
         if saved is not None:
-            return io.NodeOutput(saved)
+            sigmas, shift = saved
+            return io.NodeOutput(sigmas, evodiff_sampler(shift))
         result = calibrate_on_guider(model, positive, negative, cfg, latent["samples"], steps, samples, seed)
         path = save(key, result)
         log.info("%s; saved in %s", result.summary(), path)
-        return io.NodeOutput(result.sigmas)
+        return io.NodeOutput(result.sigmas, evodiff_sampler(result.shift))

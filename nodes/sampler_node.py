@@ -115,5 +115,10 @@ class SamplerEVODiff(io.ComfyNode):
         # (NaN, a value from a node that skips validation).
         if error:
             raise ValueError(error)
-        options = {"shift": shift, "variant": variant, "noise_schedule": noise_schedule}
-        return io.NodeOutput(comfy.samplers.KSAMPLER(sample_evodiff, extra_options=options))
+        return io.NodeOutput(evodiff_sampler(shift, variant, noise_schedule))
+
+
+def evodiff_sampler(shift, variant=VARIANTS[0], noise_schedule=AUTO_NOISE_SCHEDULE):
+    """The SAMPLER SamplerCustom(Advanced) runs: the pack's sampler function with these options."""
+    options = {"shift": shift, "variant": variant, "noise_schedule": noise_schedule}
+    return comfy.samplers.KSAMPLER(sample_evodiff, extra_options=options)

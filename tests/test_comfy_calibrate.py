@@ -17,30 +17,35 @@ TEST_BUDGET = 160   # model calls per calibration: the teacher, the stock schedu
 
 
 def calibrated_prompt(family="sd15", steps=4, samples=2, seed=3, cfg=3.0, width=64):
-    """SamplerCustomAdvanced whose SIGMAS come from EVODiffCalibrate instead of BasicScheduler."""
+    """SamplerCustomAdvanced whose SIGMAS and SAMPLER come from EVODiffCalibrate instead of
+    BasicScheduler and SamplerEVODiff."""
     prompt = custom_advanced_prompt(family, steps=steps, cfg=cfg)
     prompt["latent"]["inputs"]["width"] = width
     prompt["sigmas"] = {"class_type": NODE, "inputs": {
         "model": ["model", 0], "positive": ["pos", 0], "negative": ["neg", 0], "cfg": cfg,
         "latent": ["latent", 0], "steps": steps, "samples": samples, "seed": seed}}
-    prompt["capture_sigmas"] = {"class_type": "EVODiffTestCaptureSigmas", "inputs": {"sigmas": ["sigmas", 0]}}
+    prompt["sample"]["inputs"]["sampler"] = ["sigmas", 1]
+    prompt["capture_sigmas"] = {"class_type": "EVODiffTestCaptureSigmas",
+                                "inputs": {"sigmas": ["sigmas", 0], "sampler": ["sigmas", 1]}}
     return prompt
 
 
 class EVODiffTestCaptureSigmas:
-    """Output node that keeps the SIGMAS it receives in CAPTURED['sigmas']."""
+    """Output node that keeps the SIGMAS it receives in CAPTURED['sigmas'], and the SAMPLER's
+    options in CAPTURED['sampler_options']."""
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"sigmas": ("SIGMAS",)}}
+        return {"required": {"sigmas": ("SIGMAS",)}, "optional": {"sampler": ("SAMPLER",)}}
 
     RETURN_TYPES = ()
     FUNCTION = "capture"
     OUTPUT_NODE = True
     CATEGORY = "_evodiff_test"
 
-    def capture(self, sigmas):
+    def capture(self, sigmas, sampler=None):
         h.CAPTURED["sigmas"] = sigmas.clone()
+        h.CAPTURED["sampler_options"] = dict(getattr(sampler, "extra_options", {}))
         return {}
 
 
@@ -85,6 +90,9 @@ def test_calibrated_sigmas_drive_sampler_custom_advanced_and_are_reused(runtime,
     record = json.loads(saved.read_text())
     assert record["sigmas"] == sigmas.tolist() and record["key"]["steps"] == steps
     assert 0 < record["model_calls"] <= TEST_BUDGET and record["chosen"] in record["errors"]
+    # the SAMPLER output is SamplerEVODiff at the shift the schedule was learned for
+    assert record["shift"] in (0.0, 0.25, 0.5, 1.0) and set(record["shifts"]) <= {"0", "0.25", "0.5", "1"}
+    assert h.CAPTURED["sampler_options"]["shift"] == record["shift"]
     calibration_calls = len(calls)
     # the sampling itself makes `steps` model calls (cond and uncond in one batch at cfg 3)
     assert calibration_calls > steps
@@ -93,6 +101,7 @@ def test_calibrated_sigmas_drive_sampler_custom_advanced_and_are_reused(runtime,
     second = h.run_and_capture(comfyui, calibrated_prompt(family, steps=steps))
     assert len(calls) == steps                            # only the sampler's: the schedule was read back
     assert torch.equal(h.CAPTURED["sigmas"], sigmas)
+    assert h.CAPTURED["sampler_options"]["shift"] == record["shift"]
     torch.testing.assert_close(second, first)
 
 

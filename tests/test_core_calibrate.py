@@ -122,3 +122,19 @@ def test_a_candidate_equal_to_the_cores_own_list_is_run_once():
     assert result.skipped[KARRAS_RHO7] == "the same list as karras"
     assert result.skipped[LOG_UNIFORM] == "the same list as exponential"
     assert set(result.errors) <= {"karras", "exponential", "calibrated"}
+
+
+def test_the_shift_is_calibrated_on_the_start_schedule_and_returned_with_the_schedule():
+    """Step 2b: every offered shift runs the start schedule once; the best on the fit half is the
+    one the polish uses and the result reports; without other shifts the given one is kept."""
+    model = Counting(denoiser("ve"))
+    shifts = (0.0, 0.25, 0.5, 1.0)
+    result = calibrate(model, noise(8), 5, 14.61, 0.0292, "ve", shifts=shifts)
+    assert sorted(result.shifts) == list(shifts)
+    fit_by_shift = {mu: errors[0] for mu, errors in result.shifts.items()}
+    tuned = min(fit_by_shift, key=fit_by_shift.get)
+    assert result.shift == (tuned if result.chosen == CALIBRATED else 0.5)
+    assert result.errors[CALIBRATED][0] <= fit_by_shift[tuned]          # the polish starts from it
+    assert f"shift {result.shift:g}" in result.summary()
+    alone = calibrate(Counting(denoiser("ve")), noise(8), 5, 14.61, 0.0292, "ve", shift=0.25)
+    assert alone.shift == 0.25 and list(alone.shifts) == [0.25]
