@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 
 from . import comfy_samplers as cs
+from .common import md_table
 
 LATENTS = {"sd 1x4x128x128": (1, 4, 128, 128), "flux 1x16x128x128": (1, 16, 128, 128),
            "video 1x16x21x60x104": (1, 16, 21, 60, 104)}
@@ -193,15 +194,13 @@ def ratio_text(record: dict) -> str:
 
 
 def cost_table(records) -> str:
-    lines = ["| sampler | latent | overhead ms/step, median (min–max, repeats) | × dpmpp_2m, median of paired "
-             f"repeats (spread) | peak extra buffers | time vs {THRESHOLD:g}×, memory vs dpmpp_2m + {MEMORY_MARGIN:g} |",
-             "|---|---|---:|---:|---:|---|"]
-    for r in records:
-        buf = "–" if r["extra_buffers"] is None else f"{r['extra_buffers']:.1f}"
-        spread = f"{r['ms_min']:.2f}–{r['ms_max']:.2f}, {r['repeats']}"
-        lines.append(f"| {r['sampler']} | {r['latent']} | {r['ms_per_step']:.2f} ({spread}) | {ratio_text(r)} | {buf} "
-                     f"| {verdict_text(r)} |")
-    return "\n".join(lines)
+    head = ["sampler", "latent", "overhead ms/step, median (min–max, repeats)",
+            "× dpmpp_2m, median of paired repeats (spread)", "peak extra buffers",
+            f"time vs {THRESHOLD:g}×, memory vs dpmpp_2m + {MEMORY_MARGIN:g}"]
+    return md_table(head, [[r["sampler"], r["latent"],
+                            f"{r['ms_per_step']:.2f} ({r['ms_min']:.2f}–{r['ms_max']:.2f}, {r['repeats']})",
+                            ratio_text(r), "–" if r["extra_buffers"] is None else f"{r['extra_buffers']:.1f}",
+                            verdict_text(r)] for r in records], "llrrrl")
 
 
 if __name__ == "__main__":

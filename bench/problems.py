@@ -25,7 +25,7 @@ from tools.analytic import (ClassConditionalMixture, anisotropic_mixture, probab
                             probability_flow_ode_ve)
 
 from . import learned
-from .comfy_samplers import convention, is_flow
+from .common import convention, is_flow
 from .metrics import FrechetTarget, moments
 
 # The ODE is integrated to this sigma (t for flow), then the denoiser gives the sigma = 0 limit;

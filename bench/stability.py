@@ -16,6 +16,8 @@ import torch
 
 from evodiff_core import improved
 
+from .common import md_table
+
 SLOPES = (-4.0, -2.0, -1.0, -0.5, 0.0, 0.5, 0.9)
 
 
@@ -52,12 +54,10 @@ def full_trust_radius(s: float, h: float) -> float:
 
 
 def table(h: float) -> str:
-    lines = [f"| h = {h} | exact e^((s−1)h) | Euler | DPM++(2M) | previous `improved` (trust 1) | trust 0 |",
-             "|---:|---:|---:|---:|---:|---:|"]
-    for s in SLOPES:
-        lines.append(f"| s = {s:g} | {math.exp((s - 1) * h):.3f} | {euler_factor(s, h):.2f} | "
-                     f"{dpmpp_2m_radius(s, h):.2f} | {full_trust_radius(s, h):.2f} | {euler_factor(s, h):.2f} |")
-    return "\n".join(lines)
+    return md_table([f"h = {h}", "exact e^((s−1)h)", "Euler", "DPM++(2M)", "previous `improved` (trust 1)", "trust 0"],
+                    [[f"s = {s:g}", f"{math.exp((s - 1) * h):.3f}", f"{euler_factor(s, h):.2f}",
+                      f"{dpmpp_2m_radius(s, h):.2f}", f"{full_trust_radius(s, h):.2f}", f"{euler_factor(s, h):.2f}"]
+                     for s in SLOPES], "rrrrrr")
 
 
 if __name__ == "__main__":
