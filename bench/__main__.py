@@ -17,21 +17,18 @@ import torch
 
 from . import comfy_samplers as cs
 from . import cost, digits_grid, figures, matrix, report, stress_report
-from .cells import BENCH_FULL, BENCH_QUICK, UNGUIDED, add_seed_arguments, seed_of
+from .cells import BENCH_FULL, BENCH_QUICK, UNGUIDED, add_seed_arguments
 from .common import DOCS, OUT, Stamp, read_json, shown, write_json
-from .solutions import summaries
 from .verdicts import Summary
 
 DOCS_PAGE = DOCS / "benchmarks.md"   # written whole by `scripts/bench --full` (seed 0, every sampler)
 GUIDED_SUMMARY = DOCS / "stress-summary.json"   # written by `python -m bench.stress_heldout`
 
 
-def figure_files(prefix: str) -> dict[str, tuple[str, str, str]]:
-    """{file name: (record value, y label, title)}: the two small-multiple figures of a run."""
-    return {f"{prefix}_fd.png": ("fd", "FD to the exact solution",
-                                 "Unguided cells: FD to the exact solution (lower is better)"),
-            f"{prefix}_rms.png": ("rms", "RMS error vs exact",
-                                  "Unguided cells: RMS error against the exact solution (lower is better)")}
+# a run's two small-multiple figures, {record value: (y label, title)}: benchmark_<value>.png in the run's
+# folder, docs/benchmarks_<value>.png for the docs
+FIGURES = {"fd": ("FD to the exact solution", "Unguided cells: FD to the exact solution (lower is better)"),
+           "rms": ("RMS error vs exact", "Unguided cells: RMS error against the exact solution (lower is better)")}
 
 
 def writes_docs(results: dict) -> bool:
@@ -48,17 +45,16 @@ def render(results: dict, out: Path, docs: bool) -> list[Path]:
     written = [out / "report.md"]
     written[0].write_text(report.report_markdown(results, f"EVODiff benchmark ({'full' if full else 'quick'})"))
     emphasised = report.default_variant()
-    for (name, (value, ylabel, title)), docs_name in zip(figure_files("benchmark").items(), figure_files("benchmarks")):
-        figures.cells_figure(records, out / name, value, ylabel, emphasised, title=title)
-        written.append(out / name)
+    for value, (ylabel, title) in FIGURES.items():
+        written.append(out / f"benchmark_{value}.png")
+        figures.cells_figure(records, written[-1], value, ylabel, emphasised, title=title)
         if docs:  # the docs get the same bytes (figures are saved deterministically)
-            shutil.copyfile(out / name, DOCS / docs_name)
-            written.append(DOCS / docs_name)
+            written.append(shutil.copyfile(written[-1], DOCS / f"benchmarks_{value}.png"))
     if docs:
         headline = (figures.HEADLINE_ALT, figures.headline_caption(), figures.HEADLINE.name)
         pictures = [(digits_grid.ALT, digits_grid.CAPTION, digits_grid.OUT.name)]
-        pictures += [(title, title + ", every sampler of this run.", name)
-                     for name, (_, _, title) in figure_files("benchmarks").items()]
+        pictures += [(title, title + ", every sampler of this run.", f"benchmarks_{value}.png")
+                     for value, (_, title) in FIGURES.items()]
         DOCS_PAGE.write_text(report.benchmarks_markdown(results, headline, pictures, guided_summary()))
         written.append(DOCS_PAGE)
     return written
@@ -79,7 +75,7 @@ def progress(r) -> None:
 def run(args, argv) -> dict:
     """The benchmark itself; returns what results.json holds."""
     torch.set_num_threads(1)
-    settings = (BENCH_FULL if args.full else BENCH_QUICK).with_seed(seed_of(args))
+    settings = (BENCH_FULL if args.full else BENCH_QUICK).with_seed(args.seed)
     samplers = args.samplers.split(",") if args.samplers else cs.all_samplers()
     stamp = Stamp("scripts/bench", argv)
     matrix.announce("bench", samplers, UNGUIDED, settings)
@@ -90,8 +86,8 @@ def run(args, argv) -> dict:
         cost_samplers = [s for s in samplers if cs.is_evodiff(s)] + list(cost.BASELINES)
         cost_records = cost.run_cost(samplers=cost_samplers, repeats=settings.cost_repeats)
     seconds = stamp.seconds()
-    return dict(command=stamp.command, header=stamp.header(settings.describe(), seconds),
-                seconds=seconds, settings=settings, seed=settings.seeds[0], references=summaries(UNGUIDED, settings),
+    return dict(command=stamp.command, header=stamp.header(settings.describe(), seconds), seconds=seconds,
+                settings=settings, seed=settings.seeds[0], references=matrix.summaries(UNGUIDED, settings),
                 quality=records, cost=cost_records)
 
 

@@ -23,9 +23,8 @@ import torch
 from . import comfy_samplers as cs
 from .cells import HELDOUT_SEED, Cell, Settings
 from .common import DOCS, OUT, machine, md_table, quiet, read_json, write_json
-from .matrix import score
 from .problems import labels_for, noise_for, problem
-from .solutions import denoiser, solution
+from .matrix import denoiser, score, solution
 
 DOCS_PAGE = DOCS / "calibration.md"
 MARKER = "<!-- measured: python -m bench.calibration -->"
@@ -153,7 +152,8 @@ def markdown(results: dict) -> str:
               f"on this machine ({machine()}).", "",
               "**Transfer** (digits-cfg, EPS karras range): the schedule calibrated at one cfg, sampled at another, "
               "against karras + dpmpp_2m at that cfg.", "",
-              md_table(["calibrated at cfg", "sampled at cfg", "NFE", "calibrated FD", "karras + dpmpp_2m FD", "beats it"],
+              md_table(["calibrated at cfg", "sampled at cfg", "NFE", "calibrated FD", "karras + dpmpp_2m FD",
+                        "beats it"],
                        [[f"{t['calibrated_at']:g}", f"{t['sampled_at']:g}", t["nfe"], _g(t["fd"]), _g(t["rival_fd"]),
                          "yes" if t["fd"] < t["rival_fd"] else "no"] for t in results["transfer"]], "rrrrrc")]
     beats = sum(t["fd"] < t["rival_fd"] for t in results["transfer"])

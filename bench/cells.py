@@ -1,8 +1,7 @@
 """What the benchmark measures: cells (problem x model x scheduler x cfg), their catalogues, run settings, records.
 
-Every benchmark is a list of cells over the same machinery (bench.matrix): the unguided matrix of
-`scripts/bench` (``UNGUIDED``), the stress matrix (``full_cells()``, ``QUICK_CELLS``), the held-out
-run's tuning and validation sets (``SETS``), the calibration's and the digit grid's cells.
+Every benchmark is a list of cells over the same machinery (bench.matrix): ``UNGUIDED`` (`scripts/bench`),
+``full_cells()`` / ``QUICK_CELLS`` (the stress matrix), ``SETS`` (the held-out run's tuning and validation sets).
 """
 from __future__ import annotations
 
@@ -78,9 +77,7 @@ QUICK_CELLS = (Cell("mixture-cfg", "eps", "karras", 4.0), Cell("mixture-cfg", "e
                Cell("mixture", "edm", "karras"), Cell("mixture-cfg", "flow3", "simple", 4.0),
                Cell("digits-cfg", "eps", "karras", 3.0), Cell("mixture", "eps", "normal"))
 
-# the held-out run (bench.stress_heldout): the tuning set, a subset of the full matrix with every axis
-# (guidance on the analytic and the learned model, EDM 80→0.002, flow shift 1/3/6, five SD1.5 schedulers)
-# that the solver's rules were developed on ...
+# the held-out run's tuning set: every axis of the full matrix, the cells the solver's rules were developed on
 TUNING_CELLS = (
     Cell("mixture-cfg", "eps", "karras", 1.0), Cell("mixture-cfg", "eps", "karras", 4.0),
     Cell("mixture-cfg", "eps", "karras", 7.0), Cell("mixture-cfg", "eps", "normal", 4.0),
@@ -91,8 +88,7 @@ TUNING_CELLS = (
     Cell("mixture", "eps", "normal"), Cell("mixture", "eps", "simple"), Cell("mixture", "eps", "sgm_uniform"),
     Cell("mixture", "eps", "exponential"), Cell("mixture", "flow1", "normal"), Cell("mixture", "flow6", "beta"),
     Cell("digits", "flow3", "simple"))
-# ... and the validation set, nothing tuned on: other problems (another mixture geometry, a second digits net
-# trained from another seed), cfg values (2, 3, 5), schedulers (beta, kl_optimal) and flow shifts (2, 5)
+# ... and its validation set, nothing tuned on: other problems (mixture geometry, digits net), cfgs and schedules
 VALIDATION_CELLS = (
     Cell("mixture-b-cfg", "eps", "karras", 3.0), Cell("mixture-b-cfg", "eps", "exponential", 5.0),
     Cell("mixture-b-cfg", "eps", "beta", 2.0), Cell("mixture-b-cfg", "edm", "exponential", 3.0),
@@ -143,21 +139,17 @@ HELDOUT = Settings(nfes=(5, 6, 8, 10, 15, 20, 30), n_samples=384, ode_steps=100,
 
 
 def add_seed_arguments(parser: argparse.ArgumentParser) -> None:
+    """--seed N or --heldout, both into args.seed."""
     seeds = parser.add_mutually_exclusive_group()
     seeds.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
-    seeds.add_argument("--heldout", action="store_true", help=f"use the held-out seed {HELDOUT_SEED}")
-
-
-def seed_of(args: argparse.Namespace) -> int:
-    return HELDOUT_SEED if args.heldout else args.seed
+    seeds.add_argument("--heldout", dest="seed", action="store_const", const=HELDOUT_SEED,
+                       help=f"use the held-out seed {HELDOUT_SEED}")
 
 
 class Point(TypedDict, total=False):
-    """One sampler at one NFE on one cell: a record of bench.matrix.run, a row of results.json.
-
-    The key is (sampler, cell, nfe_target). A sampler is any name bench.comfy_samplers runs, or a
-    name of the caller's own for a run on given sigmas (a calibrated schedule, 'evodiff + calibrated',
-    is one more sampler column: bench.matrix.score with ``sigmas``)."""
+    """One sampler at one NFE on one cell, keyed by (sampler, cell, nfe_target): a row of results.json.
+    A run on given sigmas is one more sampler column under a name of its own (a calibrated schedule,
+    'evodiff + calibrated': bench.matrix.score with ``sigmas`` and ``name``)."""
     sampler: str
     cell: str                   # Cell.name; the cell's axes follow
     problem: str

@@ -21,7 +21,7 @@ from tools import analytic
 from tools.comfyui_runtime import PACK_DIR, model_patcher, prepare_comfyui
 
 from . import cores
-from .common import EVODIFF_PREFIX, convention, flow_shift, is_evodiff, is_flow  # noqa: F401 - also this module's
+from .common import EVODIFF_PREFIX, core_noise_schedule, flow_shift, is_evodiff, is_flow  # noqa: F401 - its names too
 
 BUILTIN_SAMPLERS = ("euler", "heun", "dpmpp_2m", "deis", "ipndm", "res_multistep",
                     "gradient_estimation", "uni_pc", "uni_pc_bh2")
@@ -53,11 +53,6 @@ def comfyui():
     import comfy.supported_models
 
     return comfy
-
-
-def core_noise_schedule(family: str) -> str:
-    """The core's noise_schedule for a family: "flow" or "ve" (what the pack's KSampler detects)."""
-    return "flow" if is_flow(family) else "ve"
 
 
 @lru_cache(maxsize=None)

@@ -32,9 +32,10 @@ def is_flow(family: str) -> bool:
     return family == "flow" or _FLOW_SHIFT.fullmatch(family) is not None
 
 
-def convention(family: str) -> str:
-    """The noise convention a family's denoiser speaks: "flow" or "eps" (VE, also for edm)."""
-    return "flow" if is_flow(family) else "eps"
+def core_noise_schedule(family: str) -> str:
+    """The core's noise_schedule for a family, "flow" or "ve" (what the pack's KSampler detects), which is
+    also the convention its denoisers speak."""
+    return "flow" if is_flow(family) else "ve"
 
 
 def flow_shift(family: str) -> float | None:
@@ -115,18 +116,15 @@ def shown(path: Path) -> str:
 
 
 def machine() -> str:
+    """The header's machine line: CPU, cores, threads, and the torch, ComfyUI and Python versions."""
     import torch
     from tools.comfyui_runtime import find_comfyui_dir
 
-    cpu = platform.processor() or platform.machine()
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    version = "unknown"
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
+    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")),
+               platform.processor() or platform.machine())
     version_file = find_comfyui_dir() / "comfyui_version.py"
-    if version_file.exists():
-        version = version_file.read_text().split("=")[-1].strip().strip("\"'")
+    version = version_file.read_text().split("=")[-1].strip().strip("\"'") if version_file.exists() else "unknown"
     threads = os.environ.get("OMP_NUM_THREADS", "default")
     return (f"{cpu}, {os.cpu_count()} cores (OMP_NUM_THREADS={threads}), no GPU; "
             f"torch {torch.__version__}, ComfyUI {version}, Python {platform.python_version()}")

@@ -1,14 +1,12 @@
 """EVODiff cores other than today's default, as benchmark samplers: 'evodiff@<rev>' and 'evodiff~<rule>'.
 
-'evodiff@<rev>' (e.g. evodiff@cd34a6a): the core of an earlier commit. A change of the solver is
-judged against the defaults it replaces, in the same run, on every cell. The core of commit <rev>
-is read with `git show` (never from a working tree), written under bench_out/cores/<rev>/ and
-imported as its own package, so any number of cores sit side by side. It runs with its own
-defaults, with the noise schedule the pack's KSampler would detect.
+'evodiff@<rev>' (e.g. evodiff@cd34a6a): the core of an earlier commit, so a change of the solver is
+judged against the defaults it replaces in the same run. It is read with `git show` (never from a
+working tree), written under bench_out/cores/<rev>/ and imported as its own package; it runs with its
+own defaults and the noise schedule the pack's KSampler would detect.
 
-'evodiff~<rule>': the current core with one rule of the robustness round switched off, by setting
-that rule's own constant for the duration of the sampler call (the core is not edited;
-docs/variants.md §7, measured by `python -m bench.ablation`):
+'evodiff~<rule>': the current core with one rule switched off by setting that rule's own constant for
+the sampler call (the core is not edited; docs/variants.md §7, `python -m bench.ablation`):
 
   evodiff~no-gate          shift μ = 0: trust ν = c, the slopes' disagreement is ignored (V6)
   evodiff~no-conditioning  (V6') off: c = 1 whatever the ratio q of consecutive steps

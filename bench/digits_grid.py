@@ -21,7 +21,7 @@ from .cells import HELDOUT_SEED, Cell
 from .common import DOCS, quiet
 from .metrics import rms_error
 from .problems import noise_for, problem
-from .solutions import denoiser, exact
+from .matrix import denoiser, exact
 
 CELL = Cell("digits-cfg", "eps", "karras", 3.0)
 # the pack, the usual default, the best built-in on this cell (deis at 6–20 NFE), two more

@@ -144,21 +144,13 @@ def headline_figure(records, path: Path, sampler: str = EVODIFF_PREFIX) -> dict:
 
 
 def _styles(samplers, emphasised: str) -> dict[str, tuple[dict, str | None]]:
-    """{sampler: (line style, legend label or None for the muted crowd)}."""
+    """{sampler: (line style, legend label or None for the muted crowd)}; the other EVODiff variants
+    take VARIANT_COLORS in the order they come."""
     variants = iter(VARIANT_COLORS)
-    out = {}
-    for s in samplers:
-        if s == emphasised:
-            out[s] = EMPHASIS, f"{s} (default)"
-        elif s == RIVAL:
-            out[s] = RIVAL_STYLE, s
-        elif s == BASELINE:
-            out[s] = BASELINE_STYLE, s
-        elif is_evodiff(s):
-            out[s] = dict(color=next(variants), lw=1.6, ls="-.", zorder=3), s
-        else:
-            out[s] = OTHER_STYLE, None
-    return out
+    named = {RIVAL: (RIVAL_STYLE, RIVAL), BASELINE: (BASELINE_STYLE, BASELINE),
+             emphasised: (EMPHASIS, f"{emphasised} (default)")}
+    variant = lambda s: (dict(color=next(variants), lw=1.6, ls="-.", zorder=3), s)  # noqa: E731
+    return {s: named.get(s) or (variant(s) if is_evodiff(s) else (OTHER_STYLE, None)) for s in samplers}
 
 
 def cells_figure(records, path: Path, value: str, ylabel: str, emphasised: str, columns: int = 2,

@@ -62,10 +62,18 @@ def verdicts(records, metric: str = "excess_fd", rival: str = RIVAL) -> str:
     """
     variants = [s for s in dict.fromkeys(r["sampler"] for r in records) if is_evodiff(s)]
     found = {v: comparisons(records, metric, v, rival) for v in variants}
-    best = lambda f: f"; below every built-in at {nfe_words(f['best'], f['measured'])}" if f["best"] else ""  # noqa: E731
+
+    def words(f):
+        return in_words(f) + (f"; below every built-in at {nfe_words(f['best'], f['measured'])}" if f["best"] else "")
+
     return md_table([f"{METRIC_NAMES[metric]}, against {rival}", *variants],
-                    [[cell] + [in_words(found[v][cell]) + best(found[v][cell]) for v in variants]
+                    [[cell] + [words(found[v][cell]) for v in variants]
                      for cell in dict.fromkeys(r["cell"] for r in records)], "l" * (1 + len(variants)))
+
+
+def variant_tables(records) -> list[str]:
+    """verdicts() by excess FD and by RMS error."""
+    return [verdicts(records, metric) + "\n" for metric in METRIC_NAMES]
 
 
 def is_quick(records) -> bool:
@@ -76,11 +84,10 @@ def is_quick(records) -> bool:
 def summary(records, rival: str = RIVAL, full_minutes: int = FULL_MINUTES) -> str:
     """The report's opening in plain words: per cell, where the default variant differs from the
     rival beyond noise; and, for a quick run that ties most points, that it is too noisy."""
-    me = default_variant()
+    me, n = default_variant(), min(r["n_samples"] for r in records)
     fd, rms = comparisons(records, "excess_fd", me, rival), comparisons(records, "rms", me, rival)
     count = tally(fd)
     points = sum(count.values())
-    n = min(r["n_samples"] for r in records)
     lines = [f"**{me}** (the pack's default) against **{rival}**, cell by cell. A difference counts only when it "
              f"is more than {NOISE_FACTOR:g}× the combined run-to-run noise (split-half standard error); smaller "
              "ones are \"no difference beyond noise\".\n",
@@ -114,8 +121,6 @@ def cost_summary(cost_records, sampler: str | None = None) -> str:
     ratios = sorted(r["ratio_to_dpmpp_2m"] for r in mine)
     span = f"{ratios[0]:.2f}×" if len(ratios) == 1 else f"{ratios[0]:.2f}–{ratios[-1]:.2f}×"
     text = f"{span} dpmpp_2m's per step over {len(mine)} latent sizes"
-    if "time_verdict" not in mine[0]:
-        return text + " (no spread recorded)"
     counts = Counter(r["time_verdict"] for r in mine)
     where = ", ".join(f"{word} at {counts[key]}" for key, word in
                       (("above", f"above {THRESHOLD:g}× beyond noise"), ("within noise", "within noise of it"),
@@ -128,11 +133,10 @@ def final_verdict(records, cost_records) -> str:
     """The run's last line: the default variant against the rival, and its cost, in one sentence."""
     me = default_variant()
     count = tally(comparisons(records, "excess_fd", me, RIVAL))
-    points = sum(count.values())
     noisy = "; too noisy to separate most points, run scripts/bench --full" if (
         is_quick(records) and too_noisy(count)) else ""
     cost = cost_summary(cost_records, me) if cost_records else "not measured (--no-cost)"
-    return (f"[bench] verdict: {me} beats {RIVAL} beyond noise at {count['better']} of {points} points "
+    return (f"[bench] verdict: {me} beats {RIVAL} beyond noise at {count['better']} of {sum(count.values())} points "
             f"(excess FD), loses at {count['worse']}{noisy}; cost {cost}")
 
 
@@ -148,7 +152,8 @@ def ranks(records, metrics=("excess_fd", "rms"), nfes=BENCH_QUICK.nfes) -> str:
 
     rows = [[f"{v}, {METRIC_NAMES[metric]}"] + [ranked(v, c, metric) for c in cells]
             for v in samplers if is_evodiff(v) for metric in metrics]
-    return md_table([f"rank of {len(samplers)} at NFE {'/'.join(map(str, nfes))}", *cells], rows, "l" + "r" * len(cells))
+    head = [f"rank of {len(samplers)} at NFE {'/'.join(map(str, nfes))}", *cells]
+    return md_table(head, rows, "l" + "r" * len(cells))
 
 
 def cell_tables(records, cell) -> list[str]:
@@ -201,8 +206,7 @@ def report_markdown(results: dict, title: str) -> str:
           "## This run\n", results["header"],
           "## Exact ODE solutions (convergence check by refinement)\n", references_table(results["references"]) + "\n",
           "## Run-to-run noise (split-half standard error)\n", noise_table(records) + "\n",
-          "## Every EVODiff variant against dpmpp_2m\n", verdicts(records, "excess_fd") + "\n",
-          verdicts(records, "rms") + "\n", ranks(records) + "\n",
+          "## Every EVODiff variant against dpmpp_2m\n", *variant_tables(records), ranks(records) + "\n",
           "## Quality\n", quality_report(records)]
     if cost_records:
         md += ["## Cost\n", cost_report(cost_records)]
@@ -271,8 +275,7 @@ def benchmarks_markdown(results: dict, headline: tuple[str, str, str], figures: 
     out += ["## Method\n", METHOD, "## Figures\n"]
     out += [figure_markdown(*f) for f in figures]
     out += ["## This run\n", results["header"],
-            "## Where each EVODiff variant wins and loses against dpmpp_2m\n",
-            verdicts(records, "excess_fd") + "\n", verdicts(records, "rms") + "\n",
+            "## Where each EVODiff variant wins and loses against dpmpp_2m\n", *variant_tables(records),
             "Rank among all samplers (1 = best; excess FD by its size, not noise-checked):\n",
             ranks(records) + "\n", "## Excess FD at 5, 8 and 10 NFE\n"] + excess_fd_tables(records)
     if cost_records:

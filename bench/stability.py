@@ -54,7 +54,8 @@ def full_trust_radius(s: float, h: float) -> float:
 
 
 def table(h: float) -> str:
-    return md_table([f"h = {h}", "exact e^((s−1)h)", "Euler", "DPM++(2M)", "previous `improved` (trust 1)", "trust 0"],
+    head = [f"h = {h}", "exact e^((s−1)h)", "Euler", "DPM++(2M)", "previous `improved` (trust 1)", "trust 0"]
+    return md_table(head,
                     [[f"s = {s:g}", f"{math.exp((s - 1) * h):.3f}", f"{euler_factor(s, h):.2f}",
                       f"{dpmpp_2m_radius(s, h):.2f}", f"{full_trust_radius(s, h):.2f}", f"{euler_factor(s, h):.2f}"]
                      for s in SLOPES], "rrrrrr")

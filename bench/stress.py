@@ -1,10 +1,7 @@
 """Stress matrix CLI: where each sampler diverges, over guidance scales and ComfyUI schedules.
 
 Users run guided models at few steps over many schedules; `scripts/bench` covers three unguided
-schedules. Here a cell is problem x guidance scale x model sampling / scheduler (bench.cells), and
-every sampler is scored per NFE against the exact (guided) ODE solution by bench.matrix and judged
-by bench.verdicts: diverged (FD above Euler's), won / tie / lost against dpmpp_2m by the noise rule,
-best of all.
+schedules. Every sampler is scored per NFE by bench.matrix and judged by bench.verdicts.
 
     python -m bench.stress [--full] [--heldout] [--seed N] [--samplers a,b] [--out DIR]
 
@@ -24,7 +21,6 @@ from . import cells as c
 from . import comfy_samplers as cs
 from . import matrix, stress_report
 from .common import OUT, Stamp, write_json
-from .solutions import summaries
 from .verdicts import good, summarize
 
 
@@ -44,12 +40,13 @@ def main(argv=None) -> int | None:
                         f"{list(c.STRESS_FULL.nfes)}, {c.STRESS_FULL.n_samples} samples (default: the quick subset)")
     c.add_seed_arguments(parser)
     parser.add_argument("--samplers", help="comma-separated subset, e.g. evodiff,euler,dpmpp_2m")
-    parser.add_argument("--out", type=Path, help="output folder (default bench_out/stress/, --full: bench_out/stress/full/)")
+    parser.add_argument("--out", type=Path,
+                        help="output folder (default bench_out/stress/, --full: bench_out/stress/full/)")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(1)
     out = args.out or OUT / "stress" / ("full" if args.full else "")
-    settings = (c.STRESS_FULL if args.full else c.STRESS_QUICK).with_seed(c.seed_of(args))
+    settings = (c.STRESS_FULL if args.full else c.STRESS_QUICK).with_seed(args.seed)
     cells = c.full_cells() if args.full else c.QUICK_CELLS
     samplers = tuple(args.samplers.split(",")) if args.samplers else default_samplers()
     stamp = Stamp("python -m bench.stress", argv)
@@ -59,7 +56,7 @@ def main(argv=None) -> int | None:
     except FileNotFoundError as missing:
         print(f"[stress] cannot run: {missing}", file=sys.stderr)
         return 2
-    refs = summaries(cells, settings)
+    refs = matrix.summaries(cells, settings)
     seconds = stamp.seconds()
     head = stamp.header(settings.describe(f"{len(cells)} cells, "), seconds)
     out.mkdir(parents=True, exist_ok=True)
@@ -68,8 +65,10 @@ def main(argv=None) -> int | None:
     verdicts = summarize(records, refs)
     write_json(out / "results.json", dict(
         command=stamp.command, header=head, seconds=seconds, settings=settings, seed=settings.seeds[0],
-        cells=[cell.axes() | {"name": cell.name} for cell in cells], references=refs, summary=verdicts, records=records))
-    print(f"\n{stress_report.summary_text(verdicts)}\n\n[stress] wrote {out}/report.md and results.json in {seconds:.0f} s")
+        cells=[cell.axes() | {"name": cell.name} for cell in cells], references=refs, summary=verdicts,
+        records=records))
+    print(f"\n{stress_report.summary_text(verdicts)}\n\n[stress] wrote {out}/report.md and results.json in "
+          f"{seconds:.0f} s")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ from pathlib import Path
 from . import figures, matrix, stress_report
 from .cells import HELDOUT, HELDOUT_SAMPLERS, PREVIOUS, SETS, TUNING_CELLS, VALIDATION_CELLS, of_set
 from .common import DOCS, OUT, Stamp, md_table, read_json, shown, write_json
-from .solutions import summaries
 from .verdicts import SET_WORDS, against, summarize
 
 WRITTEN_BY = ("Written by `python -m bench.stress_heldout`, with the README's headline figure "
@@ -29,7 +28,8 @@ WRITTEN_BY = ("Written by `python -m bench.stress_heldout`, with the README's he
               "by hand.\n\n")
 VALIDATION_WRITTEN_BY = ("Written by `python -m bench.stress_heldout` (the validation set; the tuning set is in "
                          "[stress.md](stress.md)). Do not edit by hand.\n\n")
-PAGES = {"tuning": (DOCS / "stress.md", WRITTEN_BY), "validation": (DOCS / "stress-validation.md", VALIDATION_WRITTEN_BY)}
+PAGES = {"tuning": (DOCS / "stress.md", WRITTEN_BY),
+         "validation": (DOCS / "stress-validation.md", VALIDATION_WRITTEN_BY)}
 CELL_FIGURES = {"guided": DOCS / "stress_guided.png", "unguided": DOCS / "stress_unguided.png"}
 SUMMARY = DOCS / "stress-summary.json"   # the tuning set's verdict, which docs/benchmarks.md quotes
 RESULTS = OUT / "stress" / "heldout" / "results.json"
@@ -107,7 +107,7 @@ def main(argv=None) -> None:
     settings = HELDOUT.describe(f"{len(TUNING_CELLS)} tuning and {len(VALIDATION_CELLS)} validation cells, ",
                                 seed="held-out seed")
     write_json(RESULTS, dict(command=stamp.command, header=stamp.header(settings, seconds), seconds=seconds,
-                             records=records, references=summaries(cells, HELDOUT)))
+                             records=records, references=matrix.summaries(cells, HELDOUT)))
     results = read_json(RESULTS)   # what --from-results reads: non-finite values are null
     render(results)
     for name in SETS:

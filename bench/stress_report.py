@@ -101,8 +101,8 @@ def divergence_table(records: list[dict]) -> str:
     """Rows = samplers, columns = cells: at how many NFEs each sampler diverged there."""
     cells = list(dict.fromkeys(r["cell"] for r in records))
     count = Counter((r["sampler"], r["cell"]) for r in records if r["diverged"])
-    return md_table([f"diverged at … of {len({r['nfe_target'] for r in records})} NFEs", *cells],
-                    [[s] + [count[(s, c)] or "·" for c in cells] for s in dict.fromkeys(r["sampler"] for r in records)],
+    rows = [[s] + [count[(s, c)] or "·" for c in cells] for s in dict.fromkeys(r["sampler"] for r in records)]
+    return md_table([f"diverged at … of {len({r['nfe_target'] for r in records})} NFEs", *cells], rows,
                     "l" + "r" * len(cells))
 
 

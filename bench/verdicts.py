@@ -7,8 +7,7 @@
 * **Diverged** (``is_diverged``): FD above BASELINE's (Euler's) at the same point; a non-finite or
   failed run has always diverged.
 * **Tuning / validation** (``SET_WORDS``): the held-out run's two cell sets (bench.cells.SETS).
-
-Renderers take the outcomes from here and only lay them out.
+Renderers take the outcomes and their words from here and only lay them out.
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from bench import comfy_samplers as cs
-from bench import cells, solutions
+from bench import cells, matrix
 from bench.metrics import rms_error
 from bench.problems import noise_for, problem
 from tools.comfyui_runtime import model_patcher
@@ -86,7 +86,7 @@ def test_evodiff_sampler_names_carry_variant_and_shift():
 @pytest.mark.parametrize("cell", [cells.UNGUIDED[0], cells.UNGUIDED[2]], ids=lambda c: c.name)
 def test_a_builtin_sampler_converges_to_the_exact_solution(cell):
     prob = problem(cell.problem)
-    ref = solutions.solution(cell, cells.Settings(nfes=(), n_samples=16, ode_steps=100, seeds=(7,)))
+    ref = matrix.solution(cell, cells.Settings(nfes=(), n_samples=16, ode_steps=100, seeds=(7,)))
     noise = noise_for(prob, (7,), 16)
     coarse, fine = (cs.run_sampler("dpmpp_2m", cell.family, cell.scheduler, steps, prob.denoiser(cell.family), noise)
                     for steps in (10, 200))

@@ -1,5 +1,5 @@
-"""The stress matrix (bench.cells, bench.matrix, bench.verdicts, bench.stress_report): guided exact denoisers, the new model samplings, the verdict
-rules on synthetic records, and one tiny real run through KSAMPLER."""
+"""The stress matrix (bench.cells, .matrix, .verdicts, .stress_report): guided exact denoisers, the new
+model samplings, the verdict rules on synthetic records, and one tiny real run through KSAMPLER."""
 import importlib
 import math
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bench import comfy_samplers as cs
-from bench import cells, learned, matrix, solutions, stress_report, verdicts
+from bench import cells, learned, matrix, stress_report, verdicts
 from bench.metrics import rms_error
 from bench.problems import GuidedDigitsProblem, labels_for, noise_for, problem
 
@@ -162,12 +162,12 @@ def test_a_tiny_real_run_is_finite_and_converges(tiny):
         assert rms[("dpmpp_2m", 30)] < 0.2 * rms[("dpmpp_2m", 5)]
         assert rms[("evodiff", 30)] < 0.2 * rms[("evodiff", 5)]
     assert all(r["vs_rival"] in ("won", "tie", "lost") for r in tiny if r["sampler"] == "evodiff")
-    assert all(ref["refinement_rms"] < 1e-3 for ref in solutions.summaries(tiny_cells, settings))
+    assert all(ref["refinement_rms"] < 1e-3 for ref in matrix.summaries(tiny_cells, settings))
 
 
 def test_report_leads_with_the_summary(tiny, tmp_path):
     tiny_cells, settings, tiny = tiny
-    text = stress_report.markdown(tiny, solutions.summaries(tiny_cells, settings), "header\n", "title")
+    text = stress_report.markdown(tiny, matrix.summaries(tiny_cells, settings), "header\n", "title")
     assert text.index("## Summary") < text.index("## Cells") < text.index("### mixture-cfg w=4, SD1.5 karras")
     assert "evodiff against dpmpp_2m" in text and "flow s6 simple" in text
     guided_row = next(line for line in text.splitlines() if line.startswith("| guided |"))
@@ -182,7 +182,7 @@ def test_digits_cfg_cells_run_with_guidance():
     settings = cells.Settings(nfes=(6,), n_samples=16, ode_steps=40, seeds=(11,))
     records = matrix.run(guided, ["euler", "evodiff"], settings)
     assert all(r["finite"] and math.isfinite(r["fd"]) for r in records)
-    exact = [solutions.solution(c, settings).x for c in guided]
+    exact = [matrix.solution(c, settings).x for c in guided]
     assert rms_error(exact[0], exact[1]) > 0.05                 # guidance moves the exact solution
 
 
