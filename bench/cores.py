@@ -22,6 +22,7 @@ import subprocess
 import sys
 from functools import lru_cache
 from pathlib import Path
+from unittest.mock import patch
 
 import torch
 
@@ -63,16 +64,6 @@ def core_at(rev: str):
     return importlib.import_module(package)
 
 
-@contextlib.contextmanager
-def _patched(owner, name, value):
-    saved = getattr(owner, name)
-    setattr(owner, name, value)
-    try:
-        yield
-    finally:
-        setattr(owner, name, saved)
-
-
 def _first_probe_with_full_trust():
     """Steps start with ν = 1 (a scalar tensor) instead of None, so the first probe is x_E + a1·g−."""
     init = improved.Steps.__init__
@@ -81,13 +72,13 @@ def _first_probe_with_full_trust():
         init(self, *args, **kwargs)
         self.trust = torch.ones(())
 
-    return _patched(improved.Steps, "__init__", starting_trusted)
+    return patch.object(improved.Steps, "__init__", starting_trusted)
 
 
 RULES = {
     "no-gate": lambda: contextlib.nullcontext(),   # shift 0, passed as an option
-    "no-conditioning": lambda: _patched(improved, "SLOPE_BASELINE_RATIO", math.inf),
-    "no-probe-ending": lambda: _patched(improved, "PROBE_ENDING_MIN_LOG_SNR_STEP", math.inf),
+    "no-conditioning": lambda: patch.object(improved, "SLOPE_BASELINE_RATIO", math.inf),
+    "no-probe-ending": lambda: patch.object(improved, "PROBE_ENDING_MIN_LOG_SNR_STEP", math.inf),
     "full-first-probe": _first_probe_with_full_trust,
 }
 SAMPLERS = tuple(f"{PREFIX}{RULE_SEPARATOR}{rule}" for rule in RULES)
