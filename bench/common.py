@@ -1,5 +1,4 @@
-"""Helpers every benchmark module may use: paths, sampler and family names, quiet loggers, number format,
-strict JSON and run headers."""
+"""Public helpers of every benchmark module: paths, names, quiet loggers, fmt, md_table, strict JSON, run header."""
 from __future__ import annotations
 
 import contextlib

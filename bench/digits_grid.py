@@ -1,7 +1,9 @@
-"""The picture beside the numbers: digits 0–9 from the learned class-conditional model under
-classifier-free guidance (cfg 3, SD1.5 EPS karras), one row per sampler at 5 and 8 NFE, under
-the converged samples (the exact ODE solution from the same noise). Same noise, same labels,
-same model for every row; only the sampler and its step count change.
+"""Digit grid CLI: the picture beside the numbers, docs/evodiff_digits.png.
+
+Digits 0–9 from the learned class-conditional model under classifier-free guidance (cfg 3, SD1.5
+EPS karras), one row per sampler at 5 and 8 NFE, under the converged samples (the exact ODE
+solution from the same noise). Same noise, labels and model in every row; only the sampler and
+its step count change.
 
     python -m bench.digits_grid                      # -> docs/evodiff_digits.png, about 20 s
     python -m bench.digits_grid --out /tmp/grid.png

@@ -27,6 +27,7 @@ REFINED = 128              # samples solved again with twice the RK4 steps, the 
 
 @dataclass
 class Solution:
+    """A cell's exact solution from the noise of some settings: what its samplers are scored against."""
     seeds: tuple[int, ...]
     ode_steps: int
     noise: torch.Tensor             # unit Gaussian, float64, one block per seed
@@ -96,7 +97,7 @@ def _fd(features: torch.Tensor, reference_features: torch.Tensor) -> float:
     return frechet_distance(*moments(features), *moments(reference_features))
 
 
-def score(cell: Cell, sampler: str, nfe: int, exact: Solution, against_data: bool = False,
+def score(cell: Cell, sampler: str, nfe: int, solved: Solution, against_data: bool = False,
           sigmas: torch.Tensor | None = None, name: str | None = None) -> Point:
     """One sampler at one NFE on one cell; ``sigmas``: run on this list instead of the scheduler's
     (a calibrated schedule), recorded under ``name``."""
@@ -104,35 +105,35 @@ def score(cell: Cell, sampler: str, nfe: int, exact: Solution, against_data: boo
     steps, achieved = (len(sigmas) - 1, nfe) if sigmas is not None else cs.steps_for_nfe(
         sampler, cell.family, cell.scheduler, nfe)
     record = Point(sampler=name or sampler, cell=cell.name, **cell.axes(), nfe_target=nfe, nfe=achieved, steps=steps,
-                   seeds=list(exact.seeds), n_samples=len(exact.noise), finite=False, error=None, fd=math.inf,
+                   seeds=list(solved.seeds), n_samples=len(solved.noise), finite=False, error=None, fd=math.inf,
                    fd_noise=math.nan, rms=math.inf, rms_noise=math.nan, changed=None)
     start = time.perf_counter()
     try:
-        run = cs.run_sampler(sampler, cell.family, cell.scheduler, steps, denoiser(cell, exact.labels), exact.noise,
+        run = cs.run_sampler(sampler, cell.family, cell.scheduler, steps, denoiser(cell, solved.labels), solved.noise,
                              sigmas=sigmas)
     except Exception as error:  # noqa: BLE001 - a sampler that breaks down has diverged; say why
         return Point(record, error=f"{type(error).__name__}: {error}"[:300], seconds=time.perf_counter() - start)
-    if sigmas is None and (run.nfe != achieved or float(run.sigmas[0]) != exact.sigma_start):
+    if sigmas is None and (run.nfe != achieved or float(run.sigmas[0]) != solved.sigma_start):
         raise AssertionError(f"{sampler}: NFE {run.nfe} (probed {achieved}) or start sigma "
-                             f"{float(run.sigmas[0])} (exact solution's {exact.sigma_start}) differ")
+                             f"{float(run.sigmas[0])} (exact solution's {solved.sigma_start}) differ")
     record.update(nfe=run.nfe, seconds=time.perf_counter() - start, finite=bool(torch.isfinite(run.x).all()))
     if record["finite"]:
-        record.update(_scores(prob, run.x, exact, against_data))
+        record.update(_scores(prob, run.x, solved, against_data))
     return record
 
 
-def _scores(prob, x: torch.Tensor, exact: Solution, against_data: bool) -> dict:
+def _scores(prob, x: torch.Tensor, solved: Solution, against_data: bool) -> dict:
     feats = prob.features(x)
-    out = dict(fd=exact.target(feats), fd_noise=split_half_noise(_fd, feats, exact.features),
-               rms=rms_error(x, exact.x), rms_noise=split_half_noise(rms_error, x, exact.x))
-    if exact.components is not None:
-        out["changed"] = changed_component(prob.components(x), exact.components)
+    out = dict(fd=solved.target(feats), fd_noise=split_half_noise(_fd, feats, solved.features),
+               rms=rms_error(x, solved.x), rms_noise=split_half_noise(rms_error, x, solved.x))
+    if solved.components is not None:
+        out["changed"] = changed_component(prob.components(x), solved.components)
     if against_data:
         # paired halves: the sampler's and the exact solution's features of the same noises
         excess = lambda f, rf: prob.data_target(f) - prob.data_target(rf)  # noqa: E731
         fd_data = prob.data_target(feats)
-        out.update(fd_data=fd_data, excess_fd=fd_data - exact.fd_data,
-                   excess_fd_noise=split_half_noise(excess, feats, exact.features))
+        out.update(fd_data=fd_data, excess_fd=fd_data - solved.fd_data,
+                   excess_fd_noise=split_half_noise(excess, feats, solved.features))
     return out
 
 
@@ -150,11 +151,11 @@ def run(cells, samplers, settings: Settings, progress=None, against_data: bool =
     records = []
     with quiet():
         for cell in cells:
-            exact = solution(cell, settings)
+            solved = solution(cell, settings)
             cell_records = []
             for sampler in samplers:
                 for nfe in settings.nfes:
-                    cell_records.append(score(cell, sampler, nfe, exact, against_data))
+                    cell_records.append(score(cell, sampler, nfe, solved, against_data))
                     if progress:
                         progress(cell_records[-1])
             records += judge(cell_records)

@@ -1,4 +1,4 @@
-"""Amplification per step on the linear test problem D(x, σ) = s·x (docs/variants.md §6).
+"""Stability tables CLI: amplification per step on the linear test problem D(x, σ) = s·x (docs/variants.md §6).
 
 Classifier-free guidance scales the slope of D: s = s_u + w·(s_c − s_u), negative where the class
 is narrower than the data. For a uniform log-SNR step h (VE) each rule is a linear map of its
