@@ -140,7 +140,7 @@ class Summary:
     failed: list[tuple]                      # (sampler, cell, NFE, why)
     lost: list[str] = field(default_factory=list)            # '<cell> @<NFE>' where sampler lost to rival
     diverged_at: list[str] = field(default_factory=list)     # '<cell> @<NFE>' where sampler diverged
-    worst_solution: dict | None = None       # the exact solution that changed most under refinement
+    worst_solution: dict | None = None       # cell, refinement_rms: the exact solution refinement moved most
 
 
 def summarize(records: list[dict], refs: list[dict] = (), sampler: str = EVODIFF_PREFIX,
@@ -154,6 +154,7 @@ def summarize(records: list[dict], refs: list[dict] = (), sampler: str = EVODIFF
                            cells=len({r["cell"] for r in rs if r["diverged"]}),
                            of_cells=len({r["cell"] for r in rs}))
     point = lambda r: f"{r['cell']} @{r['nfe_target']}"    # noqa: E731
+    worst = max(refs, key=lambda r: r["refinement_rms"]) if refs else None
     return Summary(
         sampler=sampler, rival=RIVAL, vs_rival=dict(Counter(r.get("vs_rival") for r in mine if r.get("vs_rival"))),
         best_of_all=sum(bool(r.get("best_of_all")) for r in in_range), best_of_all_of=len(in_range),
@@ -162,7 +163,7 @@ def summarize(records: list[dict], refs: list[dict] = (), sampler: str = EVODIFF
                 for r in records if not good(r)],
         lost=[point(r) for r in mine if r.get("vs_rival") == "lost"],
         diverged_at=[point(r) for r in mine if r["diverged"]],
-        worst_solution=max(refs, key=lambda r: r["refinement_rms"]) if refs else None)
+        worst_solution=worst and {k: worst[k] for k in ("cell", "refinement_rms")})
 
 
 # the words
