@@ -1,8 +1,8 @@
-"""EVODiffCalibrate's schedules against the best built-in, on seeds the calibration never saw.
+"""Calibration CLI: EVODiffCalibrate's schedules against the best built-in, on seeds the calibration never saw.
 
 Per cell (a bench problem under a ComfyUI model family, guided or not) and NFE, the schedule is
 calibrated on CALIBRATION_SEED's noise with ComfyUI's stock schedules as the guard's candidates
-(the node's own nodes/stock_schedules.py), then judged on quality.HELDOUT_SEED: the FD of
+(the node's own nodes/stock_schedules.py), then judged on cells.HELDOUT_SEED: the FD of
 calibrated evodiff to the exact solution's samples against every built-in sampler on every stock
 schedule (and on the AYS/GITS tables where the model's range has them). Transfer: the schedule
 calibrated at cfg c, sampled at cfg c ± 2, against karras + dpmpp_2m there.
@@ -13,40 +13,37 @@ calibrated at cfg c, sampled at cfg c ± 2, against karras + dpmpp_2m there.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from . import comfy_samplers as cs
-from . import quality, report, stress
+from .cells import HELDOUT_SEED, Cell, Settings
+from .common import DOCS, OUT, machine, md_table, quiet, read_json, write_json
 from .problems import labels_for, noise_for, problem
+from .matrix import denoiser, score, solution
 
-ROOT = Path(__file__).resolve().parent.parent
-DOCS_PAGE = ROOT / "docs" / "calibration.md"
+DOCS_PAGE = DOCS / "calibration.md"
 MARKER = "<!-- measured: python -m bench.calibration -->"
-CALIBRATION_SEED = 0          # the evaluation uses quality.HELDOUT_SEED
+CALIBRATION_SEED = 0          # the evaluation uses HELDOUT_SEED
 CALIBRATION_SAMPLES = 64      # noise samples the calibration runs on (half fit, half held out)
-NFES = (5, 6, 8, 10)
 TARGETS = {5: 0.5, 6: 0.67, 8: 0.67, 10: 1.0}   # FD ratio to the best built-in the issue asks for
-CELLS = (stress.Cell("digits", "eps", "karras"),
-         *(stress.Cell("digits-cfg", "eps", "karras", float(c)) for c in (1, 3, 5)),
-         stress.Cell("mixture", "eps", "karras"), stress.Cell("mixture", "flow3", "simple"),
-         stress.Cell("digits", "flow3", "simple"))
+CELLS = (Cell("digits", "eps", "karras"), *(Cell("digits-cfg", "eps", "karras", float(c)) for c in (1, 3, 5)),
+         Cell("mixture", "eps", "karras"), Cell("mixture", "flow3", "simple"), Cell("digits", "flow3", "simple"))
 TRANSFER = ((3.0, 1.0), (3.0, 5.0), (5.0, 3.0), (5.0, 7.0), (1.0, 3.0))   # (calibrated at, sampled at)
 STOCK = ("karras", "exponential", "simple", "beta", "kl_optimal", "normal", "sgm_uniform")
-FULL = dict(n_samples=512, ode_steps=100)
-QUICK = dict(n_samples=256, ode_steps=60)
+FULL = Settings(nfes=(5, 6, 8, 10), n_samples=512, ode_steps=100, seeds=(HELDOUT_SEED,))
+QUICK = Settings(nfes=(5, 8), n_samples=256, ode_steps=60, seeds=(HELDOUT_SEED,))
 
 
 def one_call_per_step(sampler: str) -> bool:
     return sampler not in ("heun", "dpm_2", "heunpp2", "uni_pc", "uni_pc_bh2", "exp_heun_2_x0")
 
 
-def calibrate_cell(cell: stress.Cell, nfe: int) -> dict:
+def calibrate_cell(cell: Cell, nfe: int) -> dict:
     """The node's calibration for this cell's model at this NFE, on CALIBRATION_SEED's noise."""
     from evodiff_core import calibrate
 
@@ -54,7 +51,7 @@ def calibrate_cell(cell: stress.Cell, nfe: int) -> dict:
     ms = cs.model_sampling(cell.family)
     noise = noise_for(prob, (CALIBRATION_SEED,), CALIBRATION_SAMPLES).float()
     labels = labels_for(prob, (CALIBRATION_SEED,), CALIBRATION_SAMPLES) if cell.cfg is not None else None
-    model = cs.CountingModel(stress.denoiser(cell, labels), ms)
+    model = cs.CountingModel(denoiser(cell, labels), ms)
     candidates = cs.pack_module("stock_schedules").stock_schedules(ms, nfe)
     start = time.perf_counter()
     result = calibrate(model, noise, nfe, float(ms.sigma_max), float(ms.sigma_min),
@@ -63,19 +60,13 @@ def calibrate_cell(cell: stress.Cell, nfe: int) -> dict:
                 seconds=time.perf_counter() - start)
 
 
-def fd_on(cell: stress.Cell, sampler: str, ref, sigmas) -> float:
-    """FD to the exact solution's samples of one run on a given sigma list (inf if it breaks)."""
-    try:
-        run = cs.run_sampler(sampler, cell.family, cell.scheduler, len(sigmas) - 1,
-                             stress.denoiser(cell, ref.labels), ref.noise, sigmas=sigmas)
-    except Exception:  # noqa: BLE001 - a sampler that breaks down is no rival
-        return math.inf
-    if not torch.isfinite(run.x).all():
-        return math.inf
-    return ref.target(problem(cell.problem).features(run.x))
+def fd_on(cell: Cell, sampler: str, exact, sigmas) -> float:
+    """FD to the exact solution's samples of one run on a given sigma list (inf if it breaks): the
+    calibrated schedule scored as one more sampler of the matrix."""
+    return score(cell, sampler, len(sigmas) - 1, exact, sigmas=sigmas)["fd"]
 
 
-def best_builtin(cell: stress.Cell, nfe: int, ref) -> dict[str, tuple[float, str]]:
+def best_builtin(cell: Cell, nfe: int, ref) -> dict[str, tuple[float, str]]:
     """The lowest (FD, 'sampler + schedule') of every built-in sampler on every stock schedule and
     table ("builtin"), and of the default evodiff on them ("evodiff"): what calibrating buys."""
     runs = []
@@ -94,12 +85,12 @@ def best_builtin(cell: stress.Cell, nfe: int, ref) -> dict[str, tuple[float, str
     return {"builtin": best(runs), "evodiff": best([r for r in runs if r[1] == cs.EVODIFF_PREFIX])}
 
 
-def run(settings=FULL, cells=CELLS, nfes=NFES, progress=print) -> dict:
+def run(settings=FULL, cells=CELLS, progress=print) -> dict:
     records, schedules = [], {}
-    with quality._quiet("evodiff_core"), quality._quiet("evodiff_bench_pack"):
+    with quiet():
         for cell in cells:
-            ref = stress.reference(cell, (quality.HELDOUT_SEED,), settings["n_samples"], settings["ode_steps"])
-            for nfe in nfes:
+            ref = solution(cell, settings)
+            for nfe in settings.nfes:
                 cal = calibrate_cell(cell, nfe)
                 schedules[(cell, nfe)] = cal["sigmas"]
                 fd = fd_on(cell, cs.EVODIFF_PREFIX, ref, cal["sigmas"])
@@ -112,17 +103,17 @@ def run(settings=FULL, cells=CELLS, nfes=NFES, progress=print) -> dict:
                 progress(f"  {cell.name:<28} NFE {nfe:>2}  calibrated FD {fd:.4g} ({cal['chosen']}, "
                          f"{cal['calls']} calls, {cal['seconds']:.1f} s)  best built-in {rival_fd:.4g} ({rival})  "
                          f"evodiff on stock {stock_fd:.4g} ({stock})")
-        transfers = transfer_records(settings, schedules, nfes, progress)
-    return dict(settings=settings, records=records, transfer=transfers)
+        transfers = transfer_records(settings, schedules, progress)
+    return dict(settings=asdict(settings), records=records, transfer=transfers)
 
 
-def transfer_records(settings, schedules, nfes, progress) -> list[dict]:
+def transfer_records(settings, schedules, progress) -> list[dict]:
     out = []
     for at, used in TRANSFER:
-        source = stress.Cell("digits-cfg", "eps", "karras", at)
-        target = stress.Cell("digits-cfg", "eps", "karras", used)
-        ref = stress.reference(target, (quality.HELDOUT_SEED,), settings["n_samples"], settings["ode_steps"])
-        for nfe in nfes:
+        source = Cell("digits-cfg", "eps", "karras", at)
+        target = Cell("digits-cfg", "eps", "karras", used)
+        ref = solution(target, settings)
+        for nfe in settings.nfes:
             if (source, nfe) not in schedules:
                 continue
             fd = fd_on(target, cs.EVODIFF_PREFIX, ref, schedules[(source, nfe)])
@@ -139,18 +130,17 @@ def _g(value: float) -> str:
 def markdown(results: dict) -> str:
     recs = results["records"]
     lines = [MARKER, "", "Written by `python -m bench.calibration` (everything below this line).", "",
-             f"Held-out seed {quality.HELDOUT_SEED}, {results['settings']['n_samples']} samples per cell; "
+             f"Held-out seed {HELDOUT_SEED}, {results['settings']['n_samples']} samples per cell; "
              f"calibration on seed {CALIBRATION_SEED}, {CALIBRATION_SAMPLES} samples. FD to the exact solution's "
              "samples (lower is better); ratio = calibrated / best built-in; target: ≤ 0.5 at 5 NFE, ≤ 0.67 at "
              "6 and 8, ≤ 1 at 10.", "",
-             "| cell | NFE | calibrated FD | best built-in FD | best built-in | ratio | target met | "
-             "evodiff on its best stock schedule | calibrated / that | returned | calls | seconds |",
-             "|---|---:|---:|---:|---|---:|:---:|---|---:|---|---:|---:|"]
-    for r in recs:
-        lines.append(f"| {r['cell']} | {r['nfe']} | {_g(r['fd'])} | {_g(r['best_fd'])} | {r['best']} | "
-                     f"{r['ratio']:.2f} | {'yes' if r['ratio'] <= r['target'] else 'no'} | "
-                     f"{_g(r['evodiff_stock_fd'])} ({r['evodiff_stock'].split(' + ')[1]}) | "
-                     f"{r['fd'] / r['evodiff_stock_fd']:.2f} | {r['chosen']} | {r['calls']} | {r['seconds']:.1f} |")
+             md_table(["cell", "NFE", "calibrated FD", "best built-in FD", "best built-in", "ratio", "target met",
+                       "evodiff on its best stock schedule", "calibrated / that", "returned", "calls", "seconds"],
+                      [[r["cell"], r["nfe"], _g(r["fd"]), _g(r["best_fd"]), r["best"], f"{r['ratio']:.2f}",
+                        "yes" if r["ratio"] <= r["target"] else "no",
+                        f"{_g(r['evodiff_stock_fd'])} ({r['evodiff_stock'].split(' + ')[1]})",
+                        f"{r['fd'] / r['evodiff_stock_fd']:.2f}", r["chosen"], r["calls"], f"{r['seconds']:.1f}"]
+                       for r in recs], "lrrrlrclrlrr")]
     met = sum(r["ratio"] <= r["target"] for r in recs)
     gains = [r["fd"] / r["evodiff_stock_fd"] for r in recs]
     lines += ["", f"Targets met at {met} of {len(recs)} points. Against evodiff on its own best stock schedule "
@@ -159,14 +149,13 @@ def markdown(results: dict) -> str:
               f"the best {min(gains):.2f}, the worst {max(gains):.2f}."]
     lines += ["", "Calibration cost: at most "
               f"{max(r['calls'] for r in recs)} model calls and {max(r['seconds'] for r in recs):.1f} s per schedule "
-              f"on this machine ({report.machine()}).", "",
+              f"on this machine ({machine()}).", "",
               "**Transfer** (digits-cfg, EPS karras range): the schedule calibrated at one cfg, sampled at another, "
               "against karras + dpmpp_2m at that cfg.", "",
-              "| calibrated at cfg | sampled at cfg | NFE | calibrated FD | karras + dpmpp_2m FD | beats it |",
-              "|---:|---:|---:|---:|---:|:---:|"]
-    for t in results["transfer"]:
-        lines.append(f"| {t['calibrated_at']:g} | {t['sampled_at']:g} | {t['nfe']} | {_g(t['fd'])} | "
-                     f"{_g(t['rival_fd'])} | {'yes' if t['fd'] < t['rival_fd'] else 'no'} |")
+              md_table(["calibrated at cfg", "sampled at cfg", "NFE", "calibrated FD", "karras + dpmpp_2m FD",
+                        "beats it"],
+                       [[f"{t['calibrated_at']:g}", f"{t['sampled_at']:g}", t["nfe"], _g(t["fd"]), _g(t["rival_fd"]),
+                         "yes" if t["fd"] < t["rival_fd"] else "no"] for t in results["transfer"]], "rrrrrc")]
     beats = sum(t["fd"] < t["rival_fd"] for t in results["transfer"])
     lines += ["", f"Transfer: beats karras + dpmpp_2m at {beats} of {len(results['transfer'])} points."]
     return "\n".join(lines) + "\n"
@@ -179,29 +168,26 @@ def write_docs(text: str) -> None:
     DOCS_PAGE.write_text(head + text)
 
 
-def main(argv=None) -> int:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.calibration", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer samples, NFE 5 and 8, no docs")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench_out" / "calibration")
+    parser.add_argument("--out", type=Path, default=OUT / "calibration")
     parser.add_argument("--from-results", type=Path, metavar="PATH", help="re-render from a results.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     start = time.perf_counter()
     if args.from_results:
-        results = json.loads(args.from_results.read_text())
+        results = read_json(args.from_results)
     else:
-        results = run(QUICK if args.quick else FULL, nfes=(5, 8) if args.quick else NFES)
+        results = run(QUICK if args.quick else FULL)
+        write_json(args.out / "results.json", results)
     text = markdown(results)
     args.out.mkdir(parents=True, exist_ok=True)
-    if not args.from_results:
-        (args.out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     (args.out / "report.md").write_text(text)
     if not args.quick:
         write_docs(text)
-    print(text)
-    print(f"[bench.calibration] {time.perf_counter() - start:.0f} s")
-    return 0
+    print(f"{text}\n[bench.calibration] {time.perf_counter() - start:.0f} s")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

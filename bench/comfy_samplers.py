@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.machinery
 import importlib.util
-import re
 import sys
 from dataclasses import dataclass
 from functools import lru_cache
@@ -21,7 +20,8 @@ import torch
 from tools import analytic
 from tools.comfyui_runtime import PACK_DIR, model_patcher, prepare_comfyui
 
-from . import ablation, revisions
+from . import cores
+from .common import EVODIFF_PREFIX, core_noise_schedule, flow_shift, is_evodiff, is_flow  # noqa: F401 - its names too
 
 BUILTIN_SAMPLERS = ("euler", "heun", "dpmpp_2m", "deis", "ipndm", "res_multistep",
                     "gradient_estimation", "uni_pc", "uni_pc_bh2")
@@ -29,7 +29,6 @@ BUILTIN_SAMPLERS = ("euler", "heun", "dpmpp_2m", "deis", "ipndm", "res_multistep
 # (exp_heun_2_x0: 0.33). Left out: cfgpp_ud10_ab (0.38) and every *_cfg_pp sampler, which take
 # their uncond prediction from CFGGuider's post-CFG hook; the benchmark's model is not a guider.
 NEWER_DETERMINISTIC = ("exp_heun_2_x0",)
-EVODIFF_PREFIX = "evodiff"
 # Deterministic (ODE) samplers of ComfyUI beyond BUILTIN_SAMPLERS, used where the running ComfyUI
 # has them. Left out on purpose, besides the cfg++ ones above: ancestral/SDE/stochastic ones (they
 # draw noise), ddim (KSampler runs euler for it), dpm_adaptive (NFE not set).
@@ -41,7 +40,6 @@ FAMILIES = {
     "flow": "SD3 flow (CONST, ModelSamplingDiscreteFlow), shift 3 from SD3's sampling_settings",
     "flow<shift>": "the SD3 flow model re-shifted as the ModelSamplingSD3 node does, e.g. flow1, flow6",
 }
-_FLOW_SHIFT = re.compile(r"flow(\d+(?:\.\d+)?)")
 
 
 @lru_cache(maxsize=None)
@@ -55,21 +53,6 @@ def comfyui():
     import comfy.supported_models
 
     return comfy
-
-
-def is_flow(family: str) -> bool:
-    """Flow families use x = (1 - sigma) x0 + sigma eps; the others x = x0 + sigma eps."""
-    return family == "flow" or _FLOW_SHIFT.fullmatch(family) is not None
-
-
-def core_noise_schedule(family: str) -> str:
-    """The core's noise_schedule for a family: "flow" or "ve" (what the pack's KSampler detects)."""
-    return "flow" if is_flow(family) else "ve"
-
-
-def convention(family: str) -> str:
-    """The noise convention a family's denoiser speaks: "flow" or "eps" (VE, also for edm)."""
-    return "flow" if is_flow(family) else "eps"
 
 
 @lru_cache(maxsize=None)
@@ -87,20 +70,14 @@ def model_sampling(family: str):
     if family == "flow":
         config = c.supported_models.SD3({"in_channels": 16})  # sampling_settings: shift 3.0
         return c.model_base.model_sampling(config, types.FLOW)
-    shift = _FLOW_SHIFT.fullmatch(family)
-    if shift:
+    shift = flow_shift(family)
+    if shift is not None:
         # what ModelSamplingSD3.patch does: a fresh model_sampling, then set_parameters(shift=...)
         config = c.supported_models.SD3({"in_channels": 16})
         ms = c.model_base.model_sampling(config, types.FLOW)
-        ms.set_parameters(shift=float(shift.group(1)), multiplier=1000)
+        ms.set_parameters(shift=shift, multiplier=1000)
         return ms
     raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
-
-
-def is_evodiff(sampler: str) -> bool:
-    """'evodiff', 'evodiff:<variant>[@shift=x]', 'evodiff@shift=x', 'evodiff@<rev>' (bench.revisions) and
-    'evodiff~<rule>' (bench.ablation)."""
-    return sampler == EVODIFF_PREFIX or sampler.startswith(tuple(EVODIFF_PREFIX + c for c in ":@~"))
 
 
 def evodiff_variants() -> tuple[str, ...]:
@@ -170,19 +147,19 @@ def sampler_object(sampler: str, family: str):
 
     'evodiff' is the pack's KSampler registration (it detects the noise schedule from the model);
     'evodiff:<variant>[@shift=x]' runs the core directly with those options, 'evodiff~<rule>' the
-    default with one rule off (bench.ablation), 'evodiff@<rev>' an earlier commit's core
-    (bench.revisions); these three with the noise schedule the pack would detect.
+    default with one rule off, 'evodiff@<rev>' an earlier commit's core (both
+    bench.cores); these three with the noise schedule the pack would detect.
     """
     c = comfyui()
     if sampler == EVODIFF_PREFIX:  # what comfy.samplers.ksampler("evodiff") builds once registered
         return c.samplers.KSAMPLER(pack_sampler_function())
     options = {"noise_schedule": core_noise_schedule(family)}
-    rule = ablation.rule_of(sampler)
-    if rule is not None:   # the current default with one of its rules off (bench.ablation)
-        return c.samplers.KSAMPLER(ablation.sampler_function(rule), options)
-    _, rev = revisions.split_name(sampler)
+    rule = cores.rule_of(sampler)
+    if rule is not None:   # the current default with one of its rules off
+        return c.samplers.KSAMPLER(cores.sampler_function(rule), options)
+    _, rev = cores.split_name(sampler)
     if rev is not None:   # an earlier commit's default, with the noise schedule the pack would detect
-        return c.samplers.KSAMPLER(revisions.core_at(rev).sample_evodiff, options)
+        return c.samplers.KSAMPLER(cores.core_at(rev).sample_evodiff, options)
     if is_evodiff(sampler):
         from evodiff_core import sample_evodiff
 

@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 
 from . import comfy_samplers as cs
+from .common import ROOT, md_table
 
 LATENTS = {"sd 1x4x128x128": (1, 4, 128, 128), "flux 1x16x128x128": (1, 16, 128, 128),
            "video 1x16x21x60x104": (1, 16, 21, 60, 104)}
@@ -122,9 +123,8 @@ MEMORY_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TOP_PAD_": "0", "OMP_NU
 
 def measure_memory(samplers, shapes) -> dict:
     """{sampler: {latent: buffers}}, measured in a child with a fixed mmap threshold."""
-    root = Path(__file__).resolve().parent.parent
     out = subprocess.run([sys.executable, "-m", "bench.cost", "--memory-worker", json.dumps([samplers, shapes])],
-                         env=dict(os.environ, **MEMORY_ENV), cwd=root, capture_output=True, text=True, check=True)
+                         env=dict(os.environ, **MEMORY_ENV), cwd=ROOT, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -177,31 +177,25 @@ def verdict_text(record: dict) -> str:
     """The verdict in words: the time against THRESHOLD (by the IQR) and the memory margin."""
     if not cs.is_evodiff(record["sampler"]):
         return ""
-    if "time_verdict" not in record:     # a results.json from before the paired ratios
-        return f"{record['verdict']} (single ratio, no spread recorded)"
     time = {"below": f"below {THRESHOLD:g}×", "above": f"above {THRESHOLD:g}×",
             "within noise": f"within noise of {THRESHOLD:g}×"}[record["time_verdict"]]
     return time + ("" if record["memory_ok"] else f"; memory over dpmpp_2m + {MEMORY_MARGIN:g}")
 
 
 def ratio_text(record: dict) -> str:
-    """'1.61 (IQR 1.42–1.80)' ('range' below 4 repeats), or the bare ratio of an old record."""
-    if "ratio_q1" not in record:
-        return f"{record['ratio_to_dpmpp_2m']:.2f}"
+    """'1.61 (IQR 1.42–1.80)' ('range' below 4 repeats)."""
     spread = "IQR" if record["repeats"] >= 4 else "range"
     return f"{record['ratio_to_dpmpp_2m']:.2f} ({spread} {record['ratio_q1']:.2f}–{record['ratio_q3']:.2f})"
 
 
 def cost_table(records) -> str:
-    lines = ["| sampler | latent | overhead ms/step, median (min–max, repeats) | × dpmpp_2m, median of paired "
-             f"repeats (spread) | peak extra buffers | time vs {THRESHOLD:g}×, memory vs dpmpp_2m + {MEMORY_MARGIN:g} |",
-             "|---|---|---:|---:|---:|---|"]
-    for r in records:
-        buf = "–" if r["extra_buffers"] is None else f"{r['extra_buffers']:.1f}"
-        spread = f"{r['ms_min']:.2f}–{r['ms_max']:.2f}, {r['repeats']}"
-        lines.append(f"| {r['sampler']} | {r['latent']} | {r['ms_per_step']:.2f} ({spread}) | {ratio_text(r)} | {buf} "
-                     f"| {verdict_text(r)} |")
-    return "\n".join(lines)
+    head = ["sampler", "latent", "overhead ms/step, median (min–max, repeats)",
+            "× dpmpp_2m, median of paired repeats (spread)", "peak extra buffers",
+            f"time vs {THRESHOLD:g}×, memory vs dpmpp_2m + {MEMORY_MARGIN:g}"]
+    return md_table(head, [[r["sampler"], r["latent"],
+                            f"{r['ms_per_step']:.2f} ({r['ms_min']:.2f}–{r['ms_max']:.2f}, {r['repeats']})",
+                            ratio_text(r), "–" if r["extra_buffers"] is None else f"{r['extra_buffers']:.1f}",
+                            verdict_text(r)] for r in records], "llrrrl")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
-"""The picture beside the numbers: digits 0–9 from the learned class-conditional model under
-classifier-free guidance (cfg 3, SD1.5 EPS karras), one row per sampler at 5 and 8 NFE, under
-the converged samples (the exact ODE solution from the same noise). Same noise, same labels,
-same model for every row; only the sampler and its step count change.
+"""Digit grid CLI: the picture beside the numbers, docs/evodiff_digits.png.
+
+Digits 0–9 from the learned class-conditional model under classifier-free guidance (cfg 3, SD1.5
+EPS karras), one row per sampler at 5 and 8 NFE, under the converged samples (the exact ODE
+solution from the same noise). Same noise, labels and model in every row; only the sampler and
+its step count change.
 
     python -m bench.digits_grid                      # -> docs/evodiff_digits.png, about 20 s
     python -m bench.digits_grid --out /tmp/grid.png
@@ -11,23 +13,25 @@ same model for every row; only the sampler and its step count change.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
 
 from . import comfy_samplers as cs
-from . import figures, quality, stress
+from . import figures
+from .cells import HELDOUT_SEED, Cell
+from .common import DOCS, quiet
 from .metrics import rms_error
 from .problems import noise_for, problem
+from .matrix import denoiser, exact
 
-CELL = stress.Cell("digits-cfg", "eps", "karras", 3.0)
+CELL = Cell("digits-cfg", "eps", "karras", 3.0)
 # the pack, the usual default, the best built-in on this cell (deis at 6–20 NFE), two more
 SAMPLERS = ("evodiff", "dpmpp_2m", "deis", "uni_pc", "euler")
 NFES = (5, 8)
-SEED = quality.HELDOUT_SEED
+SEED = HELDOUT_SEED
 ODE_STEPS = 200
-OUT = stress.ROOT / "docs" / "evodiff_digits.png"
+OUT = DOCS / "evodiff_digits.png"
 ALT = "Digits 0–9 from the learned model at cfg 3: converged samples above rows for evodiff, dpmpp_2m, deis, " \
       "uni_pc and euler at 5 and 8 NFE"
 CAPTION = ("The same noise and labels in every row: the learned class-conditional digits model under cfg 3 "
@@ -39,9 +43,9 @@ def samples(cell=CELL, samplers=SAMPLERS, nfes=NFES, seed=SEED, ode_steps=ODE_ST
     """{'converged': x, (sampler, nfe): x, ...}: one digit per class 0..9, [10, 1, 8, 8] each."""
     labels = torch.arange(10)
     noise = noise_for(problem(cell.problem), (seed,), len(labels))
-    out = {"converged": stress.exact(cell, noise, labels, ode_steps)[0]}
-    denoise = stress.denoiser(cell, labels)
-    with quality._quiet("evodiff_core"), quality._quiet("evodiff_bench_pack"):
+    out = {"converged": exact(cell, noise, labels, ode_steps)[0]}
+    denoise = denoiser(cell, labels)
+    with quiet():
         for sampler in samplers:
             for nfe in nfes:
                 steps, _ = cs.steps_for_nfe(sampler, cell.family, cell.scheduler, nfe)
@@ -61,7 +65,7 @@ def _strip(x: torch.Tensor, pad: int = 1) -> torch.Tensor:
 def draw(grid: dict, path: Path, samplers=SAMPLERS, nfes=NFES, cfg: float = CELL.cfg) -> None:
     """Rows: converged, then each sampler; one column block per NFE, each sampler block with its
     RMS error against the converged digits above it; labels in large type."""
-    plt = figures._pyplot()
+    plt = figures.pyplot()
     rows = ["converged"] + list(samplers)
     fig, axes = plt.subplots(len(rows), len(nfes), figsize=(figures.WIDTH_IN, 0.62 * len(rows) + 0.7),
                              squeeze=False, layout="constrained")
@@ -84,18 +88,17 @@ def draw(grid: dict, path: Path, samplers=SAMPLERS, nfes=NFES, cfg: float = CELL
                 ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=figures.FONT + 1,
                               fontweight="bold" if row == "evodiff" else "normal")
     fig.suptitle(f"Guided digits 0–9 (cfg {cfg:g}, SD1.5 karras), the same noise in every row", fontsize=figures.FONT)
-    figures._save(fig, path)
+    figures.save(fig, path)
 
 
-def main(argv=None) -> int:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.digits_grid", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=OUT, help=f"the PNG to write (default {OUT})")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     draw(samples(), args.out)
     print(f"[digits] wrote {args.out}")
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -9,13 +9,16 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from . import comfy_samplers as cs
-from .report import RIVAL, nfe_words
+from .cells import HELDOUT_SAMPLERS, TUNING_CELLS
+from .common import DOCS, EVODIFF_PREFIX, is_evodiff
+from .verdicts import BASELINE, RIVAL, by_point, lowest, nfe_words, score
 
+HEADLINE = DOCS / "evodiff_headline.png"      # the README's figure, drawn by `python -m bench.stress_heldout`
+HEADLINE_ALT = "Guided sampling: FD to the exact solution by NFE (lower is better) for evodiff, dpmpp_2m, " \
+               "the best built-in per problem and euler"
 WIDTH_IN = 8.0        # inches; shown ~800 px wide, so 1 pt at 100 dpi = 1 pt here
 DPI = 150
 FONT = 13             # every label; titles are larger, nothing is smaller than 12
-BASELINE = "euler"    # the first-order floor, drawn faint (bench.stress.BASELINE)
 
 EMPHASIS = dict(color="black", lw=3.2, marker="o", ms=6, zorder=6)
 RIVAL_STYLE = dict(color="tab:blue", lw=2.2, marker="s", ms=5, zorder=4)
@@ -25,7 +28,8 @@ VARIANT_COLORS = ("crimson", "darkviolet", "darkgoldenrod")   # the other EVODif
 OTHER_STYLE = dict(color="0.8", lw=1.0, zorder=1)
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot, headless, with the fonts every figure here uses."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -45,7 +49,7 @@ def _nfe_axis(ax, nfes):
     ax.grid(alpha=0.3, which="major")
 
 
-def _save(fig, path: Path):
+def save(fig, path: Path):
     """PNG with a 256-colour palette (a third of the bytes, the same look); no version string in
     the metadata, so the same figure gives the same bytes on every run."""
     import io
@@ -65,7 +69,7 @@ def geometric_mean(values) -> float:
     return math.exp(sum(math.log(v) for v in values) / len(values))
 
 
-def guided_aggregate(records, sampler: str = cs.EVODIFF_PREFIX, value: str = "fd") -> dict:
+def guided_aggregate(records, sampler: str = EVODIFF_PREFIX, value: str = "fd") -> dict:
     """The headline's numbers from stress records, over the guided cells (cfg set):
 
     {'cells', 'nfes', 'builtins', 'lines': {name: [geometric mean of FD per NFE]}, 'best_single'}:
@@ -77,21 +81,21 @@ def guided_aggregate(records, sampler: str = cs.EVODIFF_PREFIX, value: str = "fd
     guided = [r for r in records if r.get("cfg") is not None]
     cells = list(dict.fromkeys(r["cell"] for r in guided))
     nfes = sorted({r["nfe_target"] for r in guided})
-    ok = lambda r: r["finite"] and r.get("error") is None and r[value] is not None   # noqa: E731
-    at = {(r["sampler"], r["cell"], r["nfe_target"]): r[value] if ok(r) else math.inf for r in guided}
-    builtins = [s for s in dict.fromkeys(r["sampler"] for r in guided) if not cs.is_evodiff(s)]
+    points = by_point(guided)
+    at = {(name, cell, nfe): score(r, value) for (cell, nfe), group in points.items() for name, r in group.items()}
+    builtins = [s for s in dict.fromkeys(r["sampler"] for r in guided) if not is_evodiff(s)]
 
     def line(pick):
         return [geometric_mean(pick(cell, nfe) for cell in cells) for nfe in nfes]
 
     lines = {name: line(lambda c, n, name=name: at[(name, c, n)]) for name in (sampler, RIVAL, BASELINE)}
-    lines["best built-in"] = line(lambda c, n: min(at[(b, c, n)] for b in builtins if (b, c, n) in at))
+    lines["best built-in"] = line(lambda c, n: lowest([r for b, r in points[(c, n)].items() if b in builtins], value))
     every = {b: line(lambda c, n, b=b: at[(b, c, n)]) for b in builtins}
     single = [min(((b, every[b][i]) for b in builtins), key=lambda bv: bv[1]) for i in range(len(nfes))]
     return dict(cells=cells, nfes=nfes, builtins=builtins, lines=lines, best_single=single)
 
 
-def headline_reading(agg: dict, sampler: str = cs.EVODIFF_PREFIX) -> str:
+def headline_reading(agg: dict, sampler: str = EVODIFF_PREFIX) -> str:
     """The figure in one sentence: at which NFEs the sampler's line is below or above the others."""
     nfes, mine = agg["nfes"], agg["lines"][sampler]
 
@@ -108,8 +112,9 @@ def headline_reading(agg: dict, sampler: str = cs.EVODIFF_PREFIX) -> str:
     return f"{sampler} is {against(RIVAL)}; {against('best built-in')} (geometric means, not noise-checked)."
 
 
-def headline_caption(n_cells: int, n_builtins: int) -> str:
+def headline_caption(cells=TUNING_CELLS, samplers=HELDOUT_SAMPLERS) -> str:
     """One sentence that says what each line is and how the cells are combined."""
+    n_cells, n_builtins = sum(c.cfg is not None for c in cells), sum(not is_evodiff(s) for s in samplers)
     return (f"FD between each sampler's samples and the exact ODE solution's from the same noise (lower is "
             f"better), as the geometric mean over the {n_cells} guided problems of the held-out stress run "
             f"(cfg 1–7; SD1.5, EDM and flow schedules), so that every problem counts the same whatever its "
@@ -117,10 +122,10 @@ def headline_caption(n_cells: int, n_builtins: int) -> str:
             f"ComfyUI's {n_builtins} deterministic built-in samplers run there.")
 
 
-def headline_figure(records, path: Path, sampler: str = cs.EVODIFF_PREFIX) -> dict:
+def headline_figure(records, path: Path, sampler: str = EVODIFF_PREFIX) -> dict:
     """The README's one panel (guided cells, see guided_aggregate); returns the aggregate drawn."""
     agg = guided_aggregate(records, sampler)
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(WIDTH_IN, 5.0))
     lines, nfes = agg["lines"], agg["nfes"]
     ax.plot(nfes, lines[BASELINE], label=f"{BASELINE} (first order)", **BASELINE_STYLE)
@@ -134,32 +139,24 @@ def headline_figure(records, path: Path, sampler: str = cs.EVODIFF_PREFIX) -> di
     ax.set_title(f"Guided sampling: {len(agg['cells'])} problems, cfg 1–7", fontsize=FONT + 2)
     ax.legend(loc="lower left", frameon=True, framealpha=0.9)
     fig.tight_layout()
-    _save(fig, path)
+    save(fig, path)
     return agg
 
 
 def _styles(samplers, emphasised: str) -> dict[str, tuple[dict, str | None]]:
-    """{sampler: (line style, legend label or None for the muted crowd)}."""
+    """{sampler: (line style, legend label or None for the muted crowd)}; the other EVODiff variants
+    take VARIANT_COLORS in the order they come."""
     variants = iter(VARIANT_COLORS)
-    out = {}
-    for s in samplers:
-        if s == emphasised:
-            out[s] = EMPHASIS, f"{s} (default)"
-        elif s == RIVAL:
-            out[s] = RIVAL_STYLE, s
-        elif s == BASELINE:
-            out[s] = BASELINE_STYLE, s
-        elif cs.is_evodiff(s):
-            out[s] = dict(color=next(variants), lw=1.6, ls="-.", zorder=3), s
-        else:
-            out[s] = OTHER_STYLE, None
-    return out
+    named = {RIVAL: (RIVAL_STYLE, RIVAL), BASELINE: (BASELINE_STYLE, BASELINE),
+             emphasised: (EMPHASIS, f"{emphasised} (default)")}
+    variant = lambda s: (dict(color=next(variants), lw=1.6, ls="-.", zorder=3), s)  # noqa: E731
+    return {s: named.get(s) or (variant(s) if is_evodiff(s) else (OTHER_STYLE, None)) for s in samplers}
 
 
 def cells_figure(records, path: Path, value: str, ylabel: str, emphasised: str, columns: int = 2,
                  title: str | None = None) -> None:
     """Small multiples: one panel per cell, ``value`` by NFE, log-log; failed runs left out."""
-    plt = _pyplot()
+    plt = pyplot()
     cells = list(dict.fromkeys(r["cell"] for r in records))
     samplers = list(dict.fromkeys(r["sampler"] for r in records))
     # muted first, the emphasised sampler last, so it is drawn on top
@@ -189,4 +186,4 @@ def cells_figure(records, path: Path, value: str, ylabel: str, emphasised: str, 
     # the title heads the legend: a suptitle and an outside legend collide in constrained layout
     fig.legend(handles, labels, loc="outside upper center", ncol=3, frameon=False, title=title,
                title_fontproperties={"size": FONT + 2})
-    _save(fig, path)
+    save(fig, path)

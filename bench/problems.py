@@ -25,7 +25,7 @@ from tools.analytic import (ClassConditionalMixture, anisotropic_mixture, probab
                             probability_flow_ode_ve)
 
 from . import learned
-from .comfy_samplers import convention, is_flow
+from .common import core_noise_schedule, is_flow
 from .metrics import FrechetTarget, moments
 
 # The ODE is integrated to this sigma (t for flow), then the denoiser gives the sigma = 0 limit;
@@ -108,7 +108,7 @@ class GuidedDigitsProblem(DigitsProblem):
         return torch.randint(learned.CLASSES, (n,), generator=generator)
 
     def guided_denoiser(self, family: str, labels: torch.Tensor, cfg: float):
-        return learned.guided_denoiser(convention(family), labels, cfg, self.weights)
+        return learned.guided_denoiser(core_noise_schedule(family), labels, cfg, self.weights)
 
 
 class ValidationMixtureProblem(MixtureProblem):

@@ -1,143 +1,57 @@
-"""Markdown report and the plot: everything `scripts/bench` writes to bench_out/."""
+"""The unguided matrix's markdown (bench_out/report.md, docs/benchmarks.md) and the run's last line: layout only.
+
+The comparisons come from bench.verdicts; this module lays them out in tables and plain words.
+"""
 from __future__ import annotations
 
-import datetime
-import math
-import os
-import platform
 from collections import Counter
-from pathlib import Path
 
 from . import comfy_samplers as cs
-from . import quality as q
+from .cells import BENCH_FULL, BENCH_QUICK
+from .common import is_evodiff, md_table
 from .cost import THRESHOLD, cost_table
-from .metrics import metric_score
+from .verdicts import (NOISE_FACTOR, RIVAL, by_point, comparisons, entry, in_words, nfe_words, rank, tally,
+                       too_noisy)
 
-RIVAL = "dpmpp_2m"    # what EVODiff is judged against
-NOISE_FACTOR = 2.0    # a difference counts when it exceeds this many combined split-half noise SEs
 FULL_MINUTES = 11     # `scripts/bench --full` on 2 shared cores (docs/benchmarks.md's header has the last)
 METRIC_NAMES = {"excess_fd": "excess FD", "rms": "RMS error"}
 
 
-def machine() -> str:
-    import torch
+def table(records, value: str, rows=None, columns: str = "cell", where=None) -> str:
+    """Markdown table of ``value``: rows = samplers, columns = cells or NFEs ("nfe_target").
 
-    from .comfy_samplers import comfyui
-
-    cpu = platform.processor() or platform.machine()
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    version = "unknown"
-    version_file = Path(comfyui().samplers.__file__).resolve().parent.parent / "comfyui_version.py"
-    if version_file.exists():
-        version = version_file.read_text().split("=")[-1].strip().strip("\"'")
-    threads = os.environ.get("OMP_NUM_THREADS", "default")
-    return (f"{cpu}, {os.cpu_count()} cores (OMP_NUM_THREADS={threads}), no GPU; "
-            f"torch {torch.__version__}, ComfyUI {version}, Python {platform.python_version()}")
-
-
-def core_digest() -> str:
-    """sha256 of evodiff_core/*.py: which solver code was measured, committed or not."""
-    import hashlib
-
-    core = Path(__file__).resolve().parent.parent / "evodiff_core"
-    digest = hashlib.sha256()
-    for path in sorted(core.glob("*.py")):
-        digest.update(path.name.encode() + path.read_bytes())
-    return digest.hexdigest()[:12]
-
-
-def header(command: str, seconds: float, settings: str, digest: str) -> str:
-    """``digest``: core_digest() taken when the run started (the code it imported)."""
-    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return (f"Command: `{command}` — {date} — {seconds:.0f} s\n\n"
-            f"Machine: {machine()}\n\nSettings: {settings}; evodiff_core/*.py sha256 {digest}\n")
+    Cells whose measured NFE differs from the target (heun at even targets) show it as "@n".
+    Each column's best value is bold (lowest, or for excess FD lowest in absolute value).
+    """
+    recs = [r for r in records if all(r[k] == v for k, v in (where or {}).items())]
+    rows = rows or list(dict.fromkeys(r["sampler"] for r in recs))
+    cols = list(dict.fromkeys(r[columns] for r in recs))
+    lookup = {(r["sampler"], r[columns]): r for r in recs}
+    column = {c: [lookup[(s, c)] for s in rows if (s, c) in lookup] for c in cols}
+    text = lambda s, c: entry(lookup[(s, c)], value, column[c], dagger=False) if (s, c) in lookup else ""  # noqa: E731
+    return md_table(["sampler", *cols], [[s] + [text(s, c) for c in cols] for s in rows], "l" + "r" * len(cols))
 
 
 def references_table(summary) -> str:
-    lines = ["| problem | family | scheduler | samples | RK4 steps | RMS change at 2× steps (128 samples) | FD floor (exact vs data) |",
-             "|---|---|---|---:|---:|---:|---:|"]
-    for r in summary:
-        lines.append(f"| {r['problem']} | {r['family']} | {r['scheduler']} | {r['n']} | {r['ode_steps']} | "
-                     f"{r['refinement_rms']:.1e} | {r['fd_data']:.3g} |")
-    return "\n".join(lines)
+    return md_table(["problem", "family", "scheduler", "samples", "RK4 steps", "RMS change at 2× steps (128 samples)",
+                     "FD floor (exact vs data)"],
+                    [[r["problem"], r["family"], r["scheduler"], r["n"], r["ode_steps"], f"{r['refinement_rms']:.1e}",
+                      f"{r['fd_data']:.3g}"] for r in summary], "lllrrrr")
 
 
 def noise_table(records) -> str:
     """Typical and worst split-half noise per cell, to read the differences against."""
-    lines = ["| cell | RMS error: median noise | max | excess FD: median noise | max |", "|---|---:|---:|---:|---:|"]
+    rows = []
     for cell in dict.fromkeys(r["cell"] for r in records):
-        rs = [r for r in records if r["cell"] == cell]
-        rms = sorted(r["rms_noise"] for r in rs)
-        fd = sorted(r["excess_fd_noise"] for r in rs)
-        lines.append(f"| {cell} | {rms[len(rms) // 2]:.1e} | {rms[-1]:.1e} | {fd[len(fd) // 2]:.2g} | {fd[-1]:.2g} |")
-    return "\n".join(lines)
+        rms = sorted(r["rms_noise"] for r in records if r["cell"] == cell)
+        fd = sorted(r["excess_fd_noise"] for r in records if r["cell"] == cell)
+        rows.append([cell, f"{rms[len(rms) // 2]:.1e}", f"{rms[-1]:.1e}", f"{fd[len(fd) // 2]:.2g}", f"{fd[-1]:.2g}"])
+    return md_table(["cell", "RMS error: median noise", "max", "excess FD: median noise", "max"], rows, "lrrrr")
 
 
 def default_variant() -> str:
     """The pack's default EVODiff variant as the benchmark names it ('evodiff:improved')."""
     return cs.evodiff_variants()[0]
-
-
-def compare(record: dict, rival: dict, metric: str) -> str:
-    """'better', 'worse' or 'tie': a difference counts beyond NOISE_FACTOR x the combined noise."""
-    noise = NOISE_FACTOR * math.hypot(record[f"{metric}_noise"], rival[f"{metric}_noise"])
-    diff = metric_score(metric, record[metric]) - metric_score(metric, rival[metric])
-    return "better" if diff < -noise else "worse" if diff > noise else "tie"
-
-
-def comparisons(records, metric: str, sampler: str, rival: str = RIVAL) -> dict[str, dict[str, list[int]]]:
-    """{cell: {'better': [NFE...], 'worse': [...], 'tie': [...], 'best': [...], 'measured': [...]}}
-    of sampler against rival; 'best': the NFEs where it beats every built-in (no noise check)."""
-    by_key = {(r["sampler"], r["cell"], r["nfe_target"]): r for r in records}
-    builtins = [s for s in dict.fromkeys(r["sampler"] for r in records) if not cs.is_evodiff(s)]
-    out = {}
-    for cell in dict.fromkeys(r["cell"] for r in records):
-        found = {"better": [], "worse": [], "tie": [], "best": [], "measured": []}
-        for nfe in sorted({r["nfe_target"] for r in records if r["cell"] == cell}):
-            mine, other = by_key.get((sampler, cell, nfe)), by_key.get((rival, cell, nfe))
-            if mine is None or other is None:
-                continue
-            found[compare(mine, other, metric)].append(nfe)
-            found["measured"].append(nfe)
-            rivals = [by_key[(b, cell, nfe)][metric] for b in builtins if (b, cell, nfe) in by_key]
-            if rivals and metric_score(metric, mine[metric]) < min(metric_score(metric, v) for v in rivals):
-                found["best"].append(nfe)
-        out[cell] = found
-    return out
-
-
-def nfe_words(nfes, measured=()) -> str:
-    """[5, 6, 8] -> '5, 6 and 8 NFE'; a run of three or more consecutive measured NFEs is written
-    '5–20', and all of them 'every NFE'."""
-    nfes = sorted(nfes)
-    if measured and nfes == sorted(measured):
-        return "every NFE"
-    position = {n: i for i, n in enumerate(sorted(measured or nfes))}
-    runs = []
-    for n in nfes:
-        if runs and position[n] == position[runs[-1][-1]] + 1:
-            runs[-1].append(n)
-        else:
-            runs.append([n])
-    items = []
-    for run in runs:
-        items += [f"{run[0]}–{run[-1]}"] if len(run) >= 3 else [str(n) for n in run]
-    return (", ".join(items[:-1]) + " and " + items[-1] if len(items) > 1 else items[0]) + " NFE"
-
-
-def in_words(found: dict) -> str:
-    """One cell's comparison in plain words: 'better at 5–20 NFE; never worse'."""
-    better, worse, measured = found["better"], found["worse"], found["measured"]
-    if not better and not worse:
-        return "no difference beyond noise"
-    if not worse:
-        return f"better at {nfe_words(better, measured)}" + ("" if better == measured else "; never worse")
-    if not better:
-        return f"worse at {nfe_words(worse, measured)}" + ("" if worse == measured else "; never better")
-    return f"better at {nfe_words(better, measured)}; worse at {nfe_words(worse, measured)}"
 
 
 def verdicts(records, metric: str = "excess_fd", rival: str = RIVAL) -> str:
@@ -146,56 +60,51 @@ def verdicts(records, metric: str = "excess_fd", rival: str = RIVAL) -> str:
     A difference counts only when it exceeds NOISE_FACTOR x the combined split-half noise; the
     NFEs where a variant is below every built-in sampler are added (no noise check).
     """
-    variants = [s for s in dict.fromkeys(r["sampler"] for r in records) if cs.is_evodiff(s)]
+    variants = [s for s in dict.fromkeys(r["sampler"] for r in records) if is_evodiff(s)]
     found = {v: comparisons(records, metric, v, rival) for v in variants}
-    cells = list(dict.fromkeys(r["cell"] for r in records))
-    lines = [f"| {METRIC_NAMES[metric]}, against {rival} | " + " | ".join(variants) + " |",
-             "|---" + "|---" * len(variants) + "|"]
-    for cell in cells:
-        row = []
-        for v in variants:
-            f = found[v][cell]
-            best = f"; below every built-in at {nfe_words(f['best'], f['measured'])}" if f["best"] else ""
-            row.append(in_words(f) + best)
-        lines.append(f"| {cell} | " + " | ".join(row) + " |")
-    return "\n".join(lines)
+
+    def words(f):
+        return in_words(f) + (f"; below every built-in at {nfe_words(f['best'], f['measured'])}" if f["best"] else "")
+
+    return md_table([f"{METRIC_NAMES[metric]}, against {rival}", *variants],
+                    [[cell] + [words(found[v][cell]) for v in variants]
+                     for cell in dict.fromkeys(r["cell"] for r in records)], "l" * (1 + len(variants)))
 
 
-def tally(found: dict) -> dict[str, int]:
-    """Counts of better / worse / tie over every cell of comparisons()."""
-    return {k: sum(len(f[k]) for f in found.values()) for k in ("better", "worse", "tie")}
+def variant_tables(records) -> list[str]:
+    """verdicts() by excess FD and by RMS error."""
+    return [verdicts(records, metric) + "\n" for metric in METRIC_NAMES]
 
 
 def is_quick(records) -> bool:
     """Fewer samples per cell than the full run's: ties there may only be noise."""
-    return min(r["n_samples"] for r in records) < q.N_SAMPLES_FULL
+    return min(r["n_samples"] for r in records) < BENCH_FULL.n_samples
 
 
 def summary(records, rival: str = RIVAL, full_minutes: int = FULL_MINUTES) -> str:
     """The report's opening in plain words: per cell, where the default variant differs from the
     rival beyond noise; and, for a quick run that ties most points, that it is too noisy."""
-    me = default_variant()
+    me, n = default_variant(), min(r["n_samples"] for r in records)
     fd, rms = comparisons(records, "excess_fd", me, rival), comparisons(records, "rms", me, rival)
     count = tally(fd)
     points = sum(count.values())
-    n = min(r["n_samples"] for r in records)
     lines = [f"**{me}** (the pack's default) against **{rival}**, cell by cell. A difference counts only when it "
              f"is more than {NOISE_FACTOR:g}× the combined run-to-run noise (split-half standard error); smaller "
              "ones are \"no difference beyond noise\".\n",
-             f"| cell | distribution error ({METRIC_NAMES['excess_fd']}) | per-sample error ({METRIC_NAMES['rms']}) |",
-             "|---|---|---|"]
-    lines += [f"| {cell} | {in_words(fd[cell])} | {in_words(rms[cell])} |" for cell in fd]
+             md_table(["cell", f"distribution error ({METRIC_NAMES['excess_fd']})",
+                       f"per-sample error ({METRIC_NAMES['rms']})"],
+                      [[cell, in_words(fd[cell]), in_words(rms[cell])] for cell in fd], "lll")]
     lines.append(f"\nBy {METRIC_NAMES['excess_fd']}, over {points} (cell, NFE) points: better at {count['better']}, "
                  f"worse at {count['worse']}, no difference beyond noise at {count['tie']}.")
     if is_quick(records):
-        if count["tie"] * 2 > points:
+        if too_noisy(count):
             lines.append(f"\n**The quick run is too noisy to separate most samplers** ({count['tie']} of {points} "
                          f"points are within noise at {n} samples per cell). Run `scripts/bench --full` "
                          f"(about {full_minutes} min on 2 cores) for a conclusive answer.")
         else:
             lines.append(f"\nThis is the quick run ({n} samples per cell); `scripts/bench --full` (about "
-                         f"{full_minutes} min on 2 cores) measures {len(q.NFES_FULL)} NFEs at "
-                         f"{q.N_SAMPLES_FULL} samples.")
+                         f"{full_minutes} min on 2 cores) measures {len(BENCH_FULL.nfes)} NFEs at "
+                         f"{BENCH_FULL.n_samples} samples.")
     else:
         lines.append(f"\nAt {n} samples per cell a tie means the two samplers agree to within what this "
                      "benchmark can measure.")
@@ -212,8 +121,6 @@ def cost_summary(cost_records, sampler: str | None = None) -> str:
     ratios = sorted(r["ratio_to_dpmpp_2m"] for r in mine)
     span = f"{ratios[0]:.2f}×" if len(ratios) == 1 else f"{ratios[0]:.2f}–{ratios[-1]:.2f}×"
     text = f"{span} dpmpp_2m's per step over {len(mine)} latent sizes"
-    if "time_verdict" not in mine[0]:
-        return text + " (no spread recorded)"
     counts = Counter(r["time_verdict"] for r in mine)
     where = ", ".join(f"{word} at {counts[key]}" for key, word in
                       (("above", f"above {THRESHOLD:g}× beyond noise"), ("within noise", "within noise of it"),
@@ -226,28 +133,27 @@ def final_verdict(records, cost_records) -> str:
     """The run's last line: the default variant against the rival, and its cost, in one sentence."""
     me = default_variant()
     count = tally(comparisons(records, "excess_fd", me, RIVAL))
-    points = sum(count.values())
     noisy = "; too noisy to separate most points, run scripts/bench --full" if (
-        is_quick(records) and count["tie"] * 2 > points) else ""
+        is_quick(records) and too_noisy(count)) else ""
     cost = cost_summary(cost_records, me) if cost_records else "not measured (--no-cost)"
-    return (f"[bench] verdict: {me} beats {RIVAL} beyond noise at {count['better']} of {points} points "
+    return (f"[bench] verdict: {me} beats {RIVAL} beyond noise at {count['better']} of {sum(count.values())} points "
             f"(excess FD), loses at {count['worse']}{noisy}; cost {cost}")
 
 
-def ranks(records, metrics=("excess_fd", "rms"), nfes=q.NFES_MATRIX) -> str:
+def ranks(records, metrics=("excess_fd", "rms"), nfes=BENCH_QUICK.nfes) -> str:
     """Each EVODiff variant's rank among all samplers (1 = best) per cell at the given NFEs."""
     cells = list(dict.fromkeys(r["cell"] for r in records))
     samplers = list(dict.fromkeys(r["sampler"] for r in records))
-    by_key = {(r["sampler"], r["cell"], r["nfe_target"]): r for r in records}
-    lines = [f"| rank of {len(samplers)} at NFE {'/'.join(map(str, nfes))} | " + " | ".join(cells) + " |",
-             "|---" + "|---:" * len(cells) + "|"]
-    for v in (s for s in samplers if cs.is_evodiff(s)):
-        for metric in metrics:
-            score = lambda o, c, n: metric_score(metric, by_key[(o, c, n)][metric])  # noqa: E731
-            rank = lambda c, n: 1 + sum(score(o, c, n) < score(v, c, n) for o in samplers if (o, c, n) in by_key)  # noqa: E731
-            row = [" / ".join(str(rank(cell, n)) for n in nfes if (v, cell, n) in by_key) for cell in cells]
-            lines.append(f"| {v}, {METRIC_NAMES[metric]} | " + " | ".join(row) + " |")
-    return "\n".join(lines)
+    points = by_point(records)
+
+    def ranked(v, cell, metric):
+        groups = [points[(cell, n)] for n in nfes if v in points.get((cell, n), {})]
+        return " / ".join(str(rank(group[v], list(group.values()), metric)) for group in groups)
+
+    rows = [[f"{v}, {METRIC_NAMES[metric]}"] + [ranked(v, c, metric) for c in cells]
+            for v in samplers if is_evodiff(v) for metric in metrics]
+    head = [f"rank of {len(samplers)} at NFE {'/'.join(map(str, nfes))}", *cells]
+    return md_table(head, rows, "l" + "r" * len(cells))
 
 
 def cell_tables(records, cell) -> list[str]:
@@ -256,24 +162,27 @@ def cell_tables(records, cell) -> list[str]:
     where = {"cell": cell}
     problem = next(r["problem"] for r in records if r["cell"] == cell)
     exact = "exact" if problem == "mixture" else "converged"
-    by_nfe = lambda metric: q.table(records, metric, columns="nfe_target", where=where) + "\n"  # noqa: E731
+    by_nfe = lambda metric: table(records, metric, columns="nfe_target", where=where) + "\n"  # noqa: E731
     out = [f"RMS error against the {exact} ODE solution:\n\n" + by_nfe("rms"),
            "Excess FD:\n\n" + by_nfe("excess_fd")]
     if problem == "mixture":
         out.append(f"Samples (of {records[0]['n_samples']}) ending in another mixture component than the "
                    "exact solution:\n\n" + by_nfe("changed"))
     else:
-        out.append("FD to the converged solution's samples (feature space):\n\n" + by_nfe("fd_converged"))
+        out.append("FD to the converged solution's samples (feature space):\n\n" + by_nfe("fd"))
         out.append("FD to the data (feature space; includes the model's own error):\n\n" + by_nfe("fd_data"))
     return out
 
 
-def quality_report(records, nfes_matrix=q.NFES_MATRIX) -> str:
-    parts = []
-    matrix_nfes = [n for n in nfes_matrix if any(r["nfe_target"] == n for r in records)]
-    parts.append("### Excess FD (FD to the data minus the exact/converged ODE solution's; lower |value| is better)\n")
-    for nfe in matrix_nfes:
-        parts.append(f"NFE {nfe}:\n\n" + q.table(records, "excess_fd", where={"nfe_target": nfe}) + "\n")
+def excess_fd_tables(records, nfes=BENCH_QUICK.nfes) -> list[str]:
+    """Rows = samplers, columns = cells: one table per NFE of ``nfes`` that the records have."""
+    return [f"NFE {nfe}:\n\n" + table(records, "excess_fd", where={"nfe_target": nfe}) + "\n"
+            for nfe in nfes if any(r["nfe_target"] == nfe for r in records)]
+
+
+def quality_report(records) -> str:
+    parts = ["### Excess FD (FD to the data minus the exact/converged ODE solution's; lower |value| is better)\n"]
+    parts += excess_fd_tables(records)
     for cell in dict.fromkeys(r["cell"] for r in records):
         parts.append(f"### {cell}\n")
         parts += cell_tables(records, cell)
@@ -297,8 +206,7 @@ def report_markdown(results: dict, title: str) -> str:
           "## This run\n", results["header"],
           "## Exact ODE solutions (convergence check by refinement)\n", references_table(results["references"]) + "\n",
           "## Run-to-run noise (split-half standard error)\n", noise_table(records) + "\n",
-          "## Every EVODiff variant against dpmpp_2m\n", verdicts(records, "excess_fd") + "\n",
-          verdicts(records, "rms") + "\n", ranks(records) + "\n",
+          "## Every EVODiff variant against dpmpp_2m\n", *variant_tables(records), ranks(records) + "\n",
           "## Quality\n", quality_report(records)]
     if cost_records:
         md += ["## Cost\n", cost_report(cost_records)]
@@ -367,12 +275,9 @@ def benchmarks_markdown(results: dict, headline: tuple[str, str, str], figures: 
     out += ["## Method\n", METHOD, "## Figures\n"]
     out += [figure_markdown(*f) for f in figures]
     out += ["## This run\n", results["header"],
-            "## Where each EVODiff variant wins and loses against dpmpp_2m\n",
-            verdicts(records, "excess_fd") + "\n", verdicts(records, "rms") + "\n",
+            "## Where each EVODiff variant wins and loses against dpmpp_2m\n", *variant_tables(records),
             "Rank among all samplers (1 = best; excess FD by its size, not noise-checked):\n",
-            ranks(records) + "\n", "## Excess FD at 5, 8 and 10 NFE\n"]
-    for nfe in q.NFES_MATRIX:
-        out.append(f"NFE {nfe}:\n\n" + q.table(records, "excess_fd", where={"nfe_target": nfe}) + "\n")
+            ranks(records) + "\n", "## Excess FD at 5, 8 and 10 NFE\n"] + excess_fd_tables(records)
     if cost_records:
         out += ["## Cost per step (model excluded) and peak memory\n", cost_report(cost_records)]
     out.append("## Every cell by NFE\n")

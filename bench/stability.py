@@ -1,4 +1,4 @@
-"""Amplification per step on the linear test problem D(x, σ) = s·x (docs/variants.md §6).
+"""Stability tables CLI: amplification per step on the linear test problem D(x, σ) = s·x (docs/variants.md §6).
 
 Classifier-free guidance scales the slope of D: s = s_u + w·(s_c − s_u), negative where the class
 is narrower than the data. For a uniform log-SNR step h (VE) each rule is a linear map of its
@@ -15,6 +15,8 @@ import math
 import torch
 
 from evodiff_core import improved
+
+from .common import md_table
 
 SLOPES = (-4.0, -2.0, -1.0, -0.5, 0.0, 0.5, 0.9)
 
@@ -52,12 +54,11 @@ def full_trust_radius(s: float, h: float) -> float:
 
 
 def table(h: float) -> str:
-    lines = [f"| h = {h} | exact e^((s−1)h) | Euler | DPM++(2M) | previous `improved` (trust 1) | trust 0 |",
-             "|---:|---:|---:|---:|---:|---:|"]
-    for s in SLOPES:
-        lines.append(f"| s = {s:g} | {math.exp((s - 1) * h):.3f} | {euler_factor(s, h):.2f} | "
-                     f"{dpmpp_2m_radius(s, h):.2f} | {full_trust_radius(s, h):.2f} | {euler_factor(s, h):.2f} |")
-    return "\n".join(lines)
+    head = [f"h = {h}", "exact e^((s−1)h)", "Euler", "DPM++(2M)", "previous `improved` (trust 1)", "trust 0"]
+    return md_table(head,
+                    [[f"s = {s:g}", f"{math.exp((s - 1) * h):.3f}", f"{euler_factor(s, h):.2f}",
+                      f"{dpmpp_2m_radius(s, h):.2f}", f"{full_trust_radius(s, h):.2f}", f"{euler_factor(s, h):.2f}"]
+                     for s in SLOPES], "rrrrrr")
 
 
 if __name__ == "__main__":

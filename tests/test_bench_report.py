@@ -1,12 +1,12 @@
 """The benchmark's plain-words report, its last-line verdict, the noise-aware cost verdict and the
 figures, on small synthetic records (nothing is sampled or timed)."""
-import json
 import math
 
 import pytest
 
 from bench import __main__ as bench_main
-from bench import cost, figures, report
+from bench import cells, cost, figures, report, verdicts
+from bench.common import write_json
 
 ME = report.default_variant()
 CELLS = ("mixture EPS karras", "digits flow s3")
@@ -16,7 +16,7 @@ NFES = (5, 8, 10)
 def _record(sampler, cell, nfe, fd=0.5, noise=0.1, rms=0.2, n_samples=512):
     problem = cell.split()[0]
     return dict(sampler=sampler, cell=cell, problem=problem, nfe_target=nfe, nfe=nfe, n_samples=n_samples,
-                excess_fd=fd, excess_fd_noise=noise, rms=rms, rms_noise=noise / 10, fd_converged=fd, fd_data=fd + 1,
+                excess_fd=fd, excess_fd_noise=noise, rms=rms, rms_noise=noise / 10, fd=fd, fd_data=fd + 1,
                 changed=3 if problem == "mixture" else None, finite=True)
 
 
@@ -35,7 +35,7 @@ def _results(records, cost_records=()):
     refs = [dict(problem="mixture", family="eps", scheduler="karras", n=512, ode_steps=100,
                  refinement_rms=1e-6, fd_data=0.2, seconds=1.0)]
     return dict(command="scripts/bench", header="Command: `scripts/bench` (synthetic)\n", seconds=1.0,
-                settings=dict(bench_main.QUICK), seed=0, references=refs, quality=records, cost=list(cost_records))
+                settings=cells.BENCH_QUICK, seed=0, references=refs, quality=records, cost=list(cost_records))
 
 
 def test_all_ties_in_a_quick_run_say_too_noisy_and_what_to_run():
@@ -55,20 +55,23 @@ def test_a_full_run_that_ties_is_not_called_too_noisy():
 def test_differences_beyond_noise_are_written_in_plain_words():
     # noise 0.1 each: a difference counts beyond 2 * hypot(0.1, 0.1) = 0.28
     better_low = lambda cell, nfe: 0.1 if cell == CELLS[0] and nfe < 10 else 0.5    # noqa: E731
-    found = report.comparisons(_records(mine=better_low), "excess_fd", ME)
+    found = verdicts.comparisons(_records(mine=better_low), "excess_fd", ME)
     assert found[CELLS[0]]["better"] == [5, 8] and found[CELLS[0]]["tie"] == [10]
-    assert report.in_words(found[CELLS[0]]) == "better at 5 and 8 NFE; never worse"
-    assert report.in_words(found[CELLS[1]]) == "no difference beyond noise"
+    assert verdicts.in_words(found[CELLS[0]]) == "better at 5 and 8 NFE; never worse"
+    assert verdicts.in_words(found[CELLS[1]]) == "no difference beyond noise"
     mixed = dict(better=[8, 10], worse=[5], tie=[], measured=[5, 8, 10])
-    assert report.in_words(mixed) == "better at 8 and 10 NFE; worse at 5 NFE"
-    assert report.in_words(dict(better=[], worse=[5, 8, 10], tie=[], measured=[5, 8, 10])) == "worse at every NFE"
-    assert report.nfe_words([5, 6, 8, 10, 25], [5, 6, 8, 10, 12, 25]) == "5–10 and 25 NFE"
+    assert verdicts.in_words(mixed) == "better at 8 and 10 NFE; worse at 5 NFE"
+    assert verdicts.in_words(dict(better=[], worse=[5, 8, 10], tie=[], measured=[5, 8, 10])) == "worse at every NFE"
+    assert verdicts.nfe_words([5, 6, 8, 10, 25], [5, 6, 8, 10, 12, 25]) == "5–10 and 25 NFE"
     # excess FD counts by its size: -0.45 is as bad as +0.45, and worse than dpmpp_2m's 0.1
-    assert report.compare(_record(ME, "c", 5, fd=-0.45, noise=0.01), _record("d", "c", 5, fd=0.1, noise=0.01),
+    assert verdicts.compare(_record(ME, "c", 5, fd=-0.45, noise=0.01), _record("d", "c", 5, fd=0.1, noise=0.01),
                           "excess_fd") == "worse"
-    table = report.verdicts(_records(mine=better_low), "excess_fd")
+    # one best-of-all rule (bench.verdicts.is_best): an exact tie with the best built-in counts as best
+    slightly_worse_at_10 = lambda cell, nfe: 0.1 if cell == CELLS[0] and nfe < 10 else 0.51    # noqa: E731
+    table = report.verdicts(_records(mine=slightly_worse_at_10), "excess_fd")
     assert "@" not in table and "–;" not in table
     assert "better at 5 and 8 NFE; never worse; below every built-in at 5 and 8 NFE" in table
+    assert "below every built-in at every NFE" in report.verdicts(_records(mine=better_low), "excess_fd")
 
 
 def test_cost_verdict_compares_the_ratio_spread_with_the_threshold(monkeypatch):
@@ -103,7 +106,7 @@ def test_the_runs_last_line_is_the_verdict_never_a_fail_line(tmp_path, capsys):
              _cost_record(1.9, 1.7, 2.1, "video")]
     better = lambda cell, nfe: 0.05      # noqa: E731
     path = tmp_path / "results.json"
-    path.write_text(json.dumps(_results(_records(mine=better), costs)))
+    write_json(path, _results(_records(mine=better), costs))
     assert bench_main.main(["--from-results", str(path)]) == 0
     printed = capsys.readouterr().out
     assert "FAIL" not in printed
@@ -151,7 +154,7 @@ def test_headline_aggregates_guided_cells_by_geometric_mean_against_the_best_bui
 
 def test_cell_figures_are_github_width_and_one_row_per_two_cells(tmp_path):
     records = _records()
-    figures.cells_figure(records, tmp_path / "cells.png", "fd_converged", "FD", ME, title="t")
+    figures.cells_figure(records, tmp_path / "cells.png", "fd", "FD", ME, title="t")
     width, height = _png_size(tmp_path / "cells.png")
     assert width == 1200 and 1.0 * 150 * (3.2 + 1.0) <= height <= 1.02 * 150 * (3.2 + 1.0)
 

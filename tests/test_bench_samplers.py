@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from bench import comfy_samplers as cs
-from bench import quality
+from bench import cells, matrix
 from bench.metrics import rms_error
 from bench.problems import noise_for, problem
 from tools.comfyui_runtime import model_patcher
@@ -28,7 +28,7 @@ def test_flow_simple_schedule_is_sd3_shift_3():
 
 
 @pytest.mark.parametrize("sampler", ["euler", "dpmpp_2m", "uni_pc", "uni_pc_bh2"])
-@pytest.mark.parametrize("family, scheduler", quality.SCHEDULES)
+@pytest.mark.parametrize("family, scheduler", cells.UNGUIDED_SCHEDULES)
 def test_sigmas_equal_what_comfyui_ksampler_computes(sampler, family, scheduler):
     c = cs.comfyui()
     ksampler = c.samplers.KSampler(model_patcher(cs.model_sampling(family)), steps=8, device="cpu",
@@ -83,10 +83,10 @@ def test_evodiff_sampler_names_carry_variant_and_shift():
         "noise_schedule": "ve", "variant": "reference"}
 
 
-@pytest.mark.parametrize("cell", [quality.CELLS[0], quality.CELLS[2]], ids=lambda c: c.name)
+@pytest.mark.parametrize("cell", [cells.UNGUIDED[0], cells.UNGUIDED[2]], ids=lambda c: c.name)
 def test_a_builtin_sampler_converges_to_the_exact_solution(cell):
     prob = problem(cell.problem)
-    ref = quality.reference(cell, (7,), 16, 100)
+    ref = matrix.solution(cell, cells.Settings(nfes=(), n_samples=16, ode_steps=100, seeds=(7,)))
     noise = noise_for(prob, (7,), 16)
     coarse, fine = (cs.run_sampler("dpmpp_2m", cell.family, cell.scheduler, steps, prob.denoiser(cell.family), noise)
                     for steps in (10, 200))

@@ -1,5 +1,5 @@
-"""The stress matrix (bench.stress): guided exact denoisers, the new model samplings, the verdict
-rules on synthetic records, and one tiny real run through KSAMPLER."""
+"""The stress matrix (bench.cells, .matrix, .verdicts, .stress_report): guided exact denoisers, the new
+model samplings, the verdict rules on synthetic records, and one tiny real run through KSAMPLER."""
 import importlib
 import math
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bench import comfy_samplers as cs
-from bench import learned, stress, stress_heldout
+from bench import cells, learned, matrix, stress_report, verdicts
 from bench.metrics import rms_error
 from bench.problems import GuidedDigitsProblem, labels_for, noise_for, problem
 
@@ -98,20 +98,20 @@ def test_the_validation_problems_are_other_problems():
     assert problem("mixture-b").mixture.means.shape[0] != problem("mixture").mixture.means.shape[0]
     assert problem("digits-b-cfg").weights != problem("digits-cfg").weights
     assert problem("digits-b-cfg").weights.is_file()
-    tuning = {(c.problem, c.family, c.scheduler, c.cfg) for c in stress_heldout.CELLS}
-    validation = {(c.problem, c.family, c.scheduler, c.cfg) for c in stress_heldout.VALIDATION_CELLS}
+    tuning = {(c.problem, c.family, c.scheduler, c.cfg) for c in cells.TUNING_CELLS}
+    validation = {(c.problem, c.family, c.scheduler, c.cfg) for c in cells.VALIDATION_CELLS}
     assert not tuning & validation
-    assert {c.problem for c in stress_heldout.VALIDATION_CELLS} <= {"mixture-b", "mixture-b-cfg", "digits-b-cfg"}
+    assert {c.problem for c in cells.VALIDATION_CELLS} <= {"mixture-b", "mixture-b-cfg", "digits-b-cfg"}
 
 
 def test_cells_cover_the_axes_once():
-    cells = stress.full_cells()
-    assert len(cells) == len(stress.SCHEDULES) * 3 + len(stress.GUIDED_SCHEDULES) * 7 - len(stress.GUIDED_SCHEDULES)
-    assert len({c.name for c in cells}) == len(cells)
-    assert set(stress.QUICK_CELLS) <= set(cells)
-    assert {c.cfg for c in stress.QUICK_CELLS if c.problem == "mixture-cfg"} == {4.0, 7.0}
+    every = cells.full_cells()
+    assert len(every) == len(cells.SCHEDULES) * 3 + len(cells.GUIDED_SCHEDULES) * 7 - len(cells.GUIDED_SCHEDULES)
+    assert len({c.name for c in every}) == len(every)
+    assert set(cells.QUICK_CELLS) <= set(every)
+    assert {c.cfg for c in cells.QUICK_CELLS if c.problem == "mixture-cfg"} == {4.0, 7.0}
     with pytest.raises(ValueError):
-        stress.Cell("mixture", "eps", "karras", 4.0)      # an unguided problem takes no scale
+        cells.Cell("mixture", "eps", "karras", 4.0)      # an unguided problem takes no scale
 
 
 def _record(sampler, fd, noise=0.1, nfe=5, cell="c", finite=True):
@@ -121,7 +121,7 @@ def _record(sampler, fd, noise=0.1, nfe=5, cell="c", finite=True):
 
 def test_divergence_flag_verdicts_and_best_on_synthetic_records():
     # margin for a tie: 2 * hypot(0.1, 0.1) = 0.283
-    records = stress.judge([
+    records = verdicts.judge([
         _record("euler", 1.0), _record("dpmpp_2m", 0.5), _record("evodiff", 0.25),      # 0.25 apart: tie
         _record("heun", 1.01), _record("lms", 0.4, finite=False),
         _record("euler", 1.0, nfe=8), _record("dpmpp_2m", 0.5, nfe=8), _record("evodiff", 0.8, nfe=8),  # lost
@@ -131,12 +131,12 @@ def test_divergence_flag_verdicts_and_best_on_synthetic_records():
         False, False, False, True, True]
     assert [at[("evodiff", n)]["vs_rival"] for n in (5, 8, 10)] == ["tie", "lost", "won"]
     assert [at[("evodiff", n)]["best_of_all"] for n in (5, 8, 10)] == [True, False, True]
-    assert stress.verdict(_record("evodiff", 0.2, finite=False), _record("dpmpp_2m", 9.0)) == "lost"
-    summary = stress.summary(records)
-    assert summary["vs_rival"] == {"tie": 1, "lost": 1, "won": 1}
-    assert (summary["best_of_all"], summary["best_of_all_of"]) == (2, 3)
-    assert summary["diverged"]["heun"]["points"] == 1 and summary["diverged"]["lms"]["cells"] == 1
-    table = stress.cell_table(records, "c").splitlines()
+    assert verdicts.outcome(_record("evodiff", 0.2, finite=False), _record("dpmpp_2m", 9.0)) == "lost"
+    summary = verdicts.summarize(records)
+    assert summary.vs_rival == {"tie": 1, "lost": 1, "won": 1}
+    assert (summary.best_of_all, summary.best_of_all_of) == (2, 3)
+    assert summary.diverged["heun"]["points"] == 1 and summary.diverged["lms"]["cells"] == 1
+    table = stress_report.cell_table(records, "c").splitlines()
     assert table[0] == "| sampler | NFE 5 | NFE 8 | NFE 10 |"
     assert "**0.25**" in table[4] and "1.01 †" in next(line for line in table if line.startswith("| heun"))
     assert "✗ non-finite" in next(line for line in table if line.startswith("| lms"))
@@ -144,12 +144,14 @@ def test_divergence_flag_verdicts_and_best_on_synthetic_records():
 
 @pytest.fixture(scope="module")
 def tiny():
-    cells = [stress.Cell("mixture-cfg", "eps", "karras", 4.0), stress.Cell("mixture", "edm", "karras"),
-             stress.Cell("mixture", "flow6", "simple")]
-    return stress.run(cells, ["evodiff", "euler", "dpmpp_2m"], nfes=(5, 30), seeds=(11,), n_samples=16, ode_steps=60)
+    tiny_cells = [cells.Cell("mixture-cfg", "eps", "karras", 4.0), cells.Cell("mixture", "edm", "karras"),
+                  cells.Cell("mixture", "flow6", "simple")]
+    settings = cells.Settings(nfes=(5, 30), n_samples=16, ode_steps=60, seeds=(11,))
+    return tiny_cells, settings, matrix.run(tiny_cells, ["evodiff", "euler", "dpmpp_2m"], settings)
 
 
 def test_a_tiny_real_run_is_finite_and_converges(tiny):
+    tiny_cells, settings, tiny = tiny
     assert len(tiny) == 3 * 3 * 2
     for r in tiny:
         assert r["finite"] and r["error"] is None and r["nfe"] == r["nfe_target"]
@@ -160,11 +162,12 @@ def test_a_tiny_real_run_is_finite_and_converges(tiny):
         assert rms[("dpmpp_2m", 30)] < 0.2 * rms[("dpmpp_2m", 5)]
         assert rms[("evodiff", 30)] < 0.2 * rms[("evodiff", 5)]
     assert all(r["vs_rival"] in ("won", "tie", "lost") for r in tiny if r["sampler"] == "evodiff")
-    assert all(ref["refinement_rms"] < 1e-3 for ref in stress.references_summary())
+    assert all(ref["refinement_rms"] < 1e-3 for ref in matrix.summaries(tiny_cells, settings))
 
 
 def test_report_leads_with_the_summary(tiny, tmp_path):
-    text = stress.markdown(tiny, stress.references_summary(), "header\n", "title")
+    tiny_cells, settings, tiny = tiny
+    text = stress_report.markdown(tiny, matrix.summaries(tiny_cells, settings), "header\n", "title")
     assert text.index("## Summary") < text.index("## Cells") < text.index("### mixture-cfg w=4, SD1.5 karras")
     assert "evodiff against dpmpp_2m" in text and "flow s6 simple" in text
     guided_row = next(line for line in text.splitlines() if line.startswith("| guided |"))
@@ -175,15 +178,16 @@ def test_report_leads_with_the_summary(tiny, tmp_path):
 
 @pytest.mark.skipif(not learned.CONDITIONAL_FILE.is_file(), reason="conditional digits weights not trained yet")
 def test_digits_cfg_cells_run_with_guidance():
-    cells = [stress.Cell("digits-cfg", "eps", "karras", w) for w in (1.0, 5.0)]
-    records = stress.run(cells, ["euler", "evodiff"], nfes=(6,), seeds=(11,), n_samples=16, ode_steps=40)
+    guided = [cells.Cell("digits-cfg", "eps", "karras", w) for w in (1.0, 5.0)]
+    settings = cells.Settings(nfes=(6,), n_samples=16, ode_steps=40, seeds=(11,))
+    records = matrix.run(guided, ["euler", "evodiff"], settings)
     assert all(r["finite"] and math.isfinite(r["fd"]) for r in records)
-    exact = [stress.reference(c, (11,), 16, 40).x for c in cells]
+    exact = [matrix.solution(c, settings).x for c in guided]
     assert rms_error(exact[0], exact[1]) > 0.05                 # guidance moves the exact solution
 
 
 def test_an_earlier_commits_core_runs_as_a_sampler():
-    """'evodiff@<rev>' runs that commit's core (bench.revisions), as its own package. cb0fc30's
+    """'evodiff@<rev>' runs that commit's core (bench.cores), as its own package. cb0fc30's
     default is today's with the (V12) warm-up corrector off ((V11) does not apply to this list,
     which ends with the (V10) probe ending)."""
     noise = torch.randn((4, 4, 4, 4), generator=torch.Generator().manual_seed(0), dtype=torch.float64)

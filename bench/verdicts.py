@@ -1,0 +1,235 @@
+"""The verdict rules every report states, and their words: noise, best of all, divergence, tuning/validation.
+
+* **Noise rule** (``compare``): a difference between two samplers counts only beyond NOISE_FACTOR x
+  their combined split-half noise sqrt(noise_a^2 + noise_b^2); smaller ones are ties.
+* **Best of all** (``is_best``): a good run's score is at or below the lowest of the others it is
+  held against (every sampler of the point, or every built-in); no noise check.
+* **Diverged** (``is_diverged``): FD above BASELINE's (Euler's) at the same point; a non-finite or
+  failed run has always diverged.
+* **Tuning / validation** (``SET_WORDS``): the held-out run's two cell sets (bench.cells.SETS).
+Renderers take the outcomes and their words from here and only lay them out.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+from .common import EVODIFF_PREFIX, fmt, is_evodiff
+from .metrics import metric_score
+
+BASELINE = "euler"     # a sampler worse than this one at the same NFE has diverged
+RIVAL = "dpmpp_2m"     # what EVODiff is judged against
+NOISE_FACTOR = 2.0     # a difference counts when it exceeds this many combined split-half noise SEs
+BEST_NFES = (5, 10)    # the stress run's "best of all" share is taken over NFEs in this range
+SET_WORDS = {"tuning": "tuning set", "validation": "validation set"}
+OUTCOMES = {"better": "won", "worse": "lost", "tie": "tie"}     # compare()'s words as a sampler's result
+
+
+def good(record: dict) -> bool:
+    """Finite output and no exception: a run that can be scored."""
+    return record["finite"] and record.get("error") is None
+
+
+def score(record: dict, metric: str) -> float:
+    """What a record is ranked by, lower is better; a failed run scores infinite."""
+    return metric_score(metric, record[metric]) if good(record) and record[metric] is not None else math.inf
+
+
+def compare(record: dict, rival: dict, metric: str) -> str:
+    """'better', 'worse' or 'tie': a difference counts beyond NOISE_FACTOR x the combined noise."""
+    noise = NOISE_FACTOR * math.hypot(record[f"{metric}_noise"], rival[f"{metric}_noise"])
+    diff = metric_score(metric, record[metric]) - metric_score(metric, rival[metric])
+    return "better" if diff < -noise else "worse" if diff > noise else "tie"
+
+
+def outcome(record: dict, rival: dict, metric: str = "fd") -> str:
+    """'won', 'tie' or 'lost' by the noise rule; a failed run loses to a good one."""
+    if not (good(record) and good(rival)):
+        return "tie" if good(record) == good(rival) else ("won" if good(record) else "lost")
+    return OUTCOMES[compare(record, rival, metric)]
+
+
+def lowest(records, metric: str) -> float:
+    """The best score among records (infinite when none ran well)."""
+    return min((score(r, metric) for r in records), default=math.inf)
+
+
+def is_best(record: dict, others: list[dict], metric: str) -> bool:
+    """The one best-of-all rule: a good run at or below the lowest score of the others (no noise check)."""
+    return good(record) and bool(others) and score(record, metric) <= lowest(others, metric)
+
+
+def rank(record: dict, others: list[dict], metric: str) -> int:
+    """1 + how many of the others score strictly better (1 = best; no noise check)."""
+    return 1 + sum(score(o, metric) < score(record, metric) for o in others)
+
+
+def is_diverged(record: dict, baseline: dict) -> bool:
+    """FD above the baseline's at the same point; a failed or non-finite run always diverged."""
+    if not good(record):
+        return True
+    return good(baseline) and record["fd"] > baseline["fd"]
+
+
+def by_point(records) -> dict[tuple, dict[str, dict]]:
+    """{(cell, nfe_target): {sampler: record}}."""
+    points: dict = {}
+    for r in records:
+        points.setdefault((r["cell"], r["nfe_target"]), {})[r["sampler"]] = r
+    return points
+
+
+def judge(records: list[dict], baseline: str = BASELINE, rival: str = RIVAL) -> list[dict]:
+    """Add the verdicts to records (in place, also returned): diverged, and for EVODiff samplers vs_rival
+    and best_of_all (by FD, against every sampler of the point)."""
+    for group in by_point(records).values():
+        for name, r in group.items():
+            r["diverged"] = is_diverged(r, group[baseline]) if baseline in group else None
+            if is_evodiff(name):
+                r["vs_rival"] = outcome(r, group[rival]) if rival in group else None
+                r["best_of_all"] = is_best(r, list(group.values()), "fd")
+    return records
+
+
+def against(records: list[dict], other: str, sampler: str = EVODIFF_PREFIX) -> dict[str, list[str]]:
+    """{'won' | 'tie' | 'lost': ['<cell> @<NFE>', ...]}: ``sampler`` against ``other`` at every point
+    both ran, by outcome()."""
+    found = {"won": [], "tie": [], "lost": []}
+    for (cell, nfe), group in by_point(records).items():
+        if sampler in group and other in group:
+            found[outcome(group[sampler], group[other])].append(f"{cell} @{nfe}")
+    return found
+
+
+def comparisons(records, metric: str, sampler: str, rival: str = RIVAL) -> dict[str, dict[str, list[int]]]:
+    """{cell: {'better': [NFE...], 'worse': [...], 'tie': [...], 'best': [...], 'measured': [...]}}
+    of sampler against rival; 'best': the NFEs where it is best of all against every built-in."""
+    out = {}
+    for (cell, nfe), group in sorted(by_point(records).items(), key=lambda kv: kv[0][1]):
+        found = out.setdefault(cell, {"better": [], "worse": [], "tie": [], "best": [], "measured": []})
+        if sampler in group and rival in group:
+            found[compare(group[sampler], group[rival], metric)].append(nfe)
+            found["measured"].append(nfe)
+            builtins = [r for name, r in group.items() if not is_evodiff(name)]
+            if is_best(group[sampler], builtins, metric):
+                found["best"].append(nfe)
+    return {cell: out[cell] for cell in dict.fromkeys(r["cell"] for r in records)}
+
+
+def tally(found: dict) -> dict[str, int]:
+    """Counts of better / worse / tie over every cell of comparisons()."""
+    return {k: sum(len(f[k]) for f in found.values()) for k in ("better", "worse", "tie")}
+
+
+def too_noisy(count: dict[str, int]) -> bool:
+    """Most points of a quick run tie: the run cannot separate the samplers."""
+    return count["tie"] * 2 > sum(count.values())
+
+
+@dataclass
+class Summary:
+    """The counts a stress report leads with, and the points behind them (records through judge())."""
+    sampler: str
+    rival: str
+    vs_rival: dict[str, int]
+    best_of_all: int
+    best_of_all_of: int
+    best_nfes: list[int]
+    diverged: dict[str, dict[str, int]]      # per sampler: points, of, cells, of_cells
+    failed: list[tuple]                      # (sampler, cell, NFE, why)
+    lost: list[str] = field(default_factory=list)            # '<cell> @<NFE>' where sampler lost to rival
+    diverged_at: list[str] = field(default_factory=list)     # '<cell> @<NFE>' where sampler diverged
+    worst_solution: dict | None = None       # cell, refinement_rms: the exact solution refinement moved most
+
+
+def summarize(records: list[dict], refs: list[dict] = (), sampler: str = EVODIFF_PREFIX,
+              best_nfes=BEST_NFES) -> Summary:
+    mine = [r for r in records if r["sampler"] == sampler]
+    in_range = [r for r in mine if best_nfes[0] <= r["nfe_target"] <= best_nfes[1]]
+    diverged = {}
+    for s in dict.fromkeys(r["sampler"] for r in records):
+        rs = [r for r in records if r["sampler"] == s and r["diverged"] is not None]
+        diverged[s] = dict(points=sum(r["diverged"] for r in rs), of=len(rs),
+                           cells=len({r["cell"] for r in rs if r["diverged"]}),
+                           of_cells=len({r["cell"] for r in rs}))
+    point = lambda r: f"{r['cell']} @{r['nfe_target']}"    # noqa: E731
+    worst = max(refs, key=lambda r: r["refinement_rms"]) if refs else None
+    return Summary(
+        sampler=sampler, rival=RIVAL, vs_rival=dict(Counter(r.get("vs_rival") for r in mine if r.get("vs_rival"))),
+        best_of_all=sum(bool(r.get("best_of_all")) for r in in_range), best_of_all_of=len(in_range),
+        best_nfes=list(best_nfes), diverged=diverged,
+        failed=[(r["sampler"], r["cell"], r["nfe_target"], r["error"] or "non-finite output")
+                for r in records if not good(r)],
+        lost=[point(r) for r in mine if r.get("vs_rival") == "lost"],
+        diverged_at=[point(r) for r in mine if r["diverged"]],
+        worst_solution=worst and {k: worst[k] for k in ("cell", "refinement_rms")})
+
+
+# the words
+
+def entry(record: dict, value: str, column: list[dict], dagger: bool = True) -> str:
+    """A table entry with the verdicts' marks: bold when best of its column, † diverged (with
+    ``dagger``), ✗ failed, '@n' the NFE used when the target is not reachable (heun and friends)."""
+    if not good(record):
+        return "✗ err" if record.get("error") else "✗ non-finite"
+    text = fmt(record[value])
+    if record[value] is not None and is_best(record, column, value):
+        text = f"**{text}**"
+    if dagger and record.get("diverged"):
+        text += " †"
+    return text + (f" @{record['nfe']}" if record["nfe"] != record["nfe_target"] else "")
+
+
+def nfe_words(nfes, measured=()) -> str:
+    """[5, 6, 8] -> '5, 6 and 8 NFE'; a run of three or more consecutive measured NFEs is written
+    '5–20', and all of them 'every NFE'."""
+    nfes = sorted(nfes)
+    if measured and nfes == sorted(measured):
+        return "every NFE"
+    position = {n: i for i, n in enumerate(sorted(measured or nfes))}
+    runs = []
+    for n in nfes:
+        if runs and position[n] == position[runs[-1][-1]] + 1:
+            runs[-1].append(n)
+        else:
+            runs.append([n])
+    items = []
+    for run in runs:
+        items += [f"{run[0]}–{run[-1]}"] if len(run) >= 3 else [str(n) for n in run]
+    return (", ".join(items[:-1]) + " and " + items[-1] if len(items) > 1 else items[0]) + " NFE"
+
+
+def in_words(found: dict) -> str:
+    """One cell's comparison in plain words: 'better at 5–20 NFE; never worse'."""
+    better, worse, measured = found["better"], found["worse"], found["measured"]
+    if not better and not worse:
+        return "no difference beyond noise"
+    if not worse:
+        return f"better at {nfe_words(better, measured)}" + ("" if better == measured else "; never worse")
+    if not better:
+        return f"worse at {nfe_words(worse, measured)}" + ("" if worse == measured else "; never better")
+    return f"better at {nfe_words(better, measured)}; worse at {nfe_words(worse, measured)}"
+
+
+def outcome_words(rs: list[dict]) -> list[str]:
+    """One sampler's points in a cell (records through judge()): where it won, lost and tied against
+    the rival, and where its FD was the lowest of all."""
+    measured = [r["nfe_target"] for r in rs if r.get("vs_rival")]
+    at = lambda verdict: [r["nfe_target"] for r in rs if r.get("vs_rival") == verdict]  # noqa: E731
+    parts = [f"{word} {nfe_words(at(verdict), measured)}" for verdict, word in
+             (("won", "better at"), ("lost", "worse at"), ("tie", "no difference beyond noise at")) if at(verdict)]
+    best = [r["nfe_target"] for r in rs if r.get("best_of_all")]
+    if best:
+        parts.append(f"lowest FD of all samplers at {nfe_words(best, [r['nfe_target'] for r in rs])}")
+    return parts
+
+
+def rules_text() -> str:
+    return (f"Rules. Score: FD between a sampler's samples and the exact ODE solution's samples from the same "
+            f"noise (raw 64 dims for the mixture, FeatureNet features for digits; guided cells against the exact "
+            f"solution of the guided ODE D = D_u + w·(D_c − D_u)). *Diverged* (†): FD above {BASELINE}'s at the "
+            f"same NFE, or a non-finite/failed run (✗). *{RIVAL} verdict*: a tie when |FD difference| ≤ "
+            f"{NOISE_FACTOR:g} × sqrt(noise₁² + noise₂²) (split-half standard errors), otherwise won or lost. "
+            f"*Best of all*: the lowest FD of every sampler at that point (no noise check). "
+            f"`@n`: the NFE actually used when the target is not reachable (heun and friends).")
