@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from . import comfy_samplers as cs
-from . import cost, digits_grid, figures, matrix, report, stress_report
+from . import calibration, cost, digits_grid, figures, matrix, report, stress_report
 from .cells import BENCH_FULL, BENCH_QUICK, UNGUIDED, add_seed_arguments
 from .common import DOCS, OUT, Stamp, read_json, shown, write_json
 from .verdicts import Summary
@@ -80,6 +80,10 @@ def run(args, argv) -> dict:
     stamp = Stamp("scripts/bench", argv)
     matrix.announce("bench", samplers, UNGUIDED, settings)
     records = matrix.run(UNGUIDED, samplers, settings, progress, against_data=True)
+    if not args.no_calibration:
+        print(f"[bench] {calibration.CALIBRATED_COLUMN}: EVODiffCalibrate's schedule for each cell and NFE "
+              f"(calibrated on seed {calibration.CALIBRATION_SEED})", flush=True)
+        records += calibration.bench_points(UNGUIDED, settings, records, against_data=True, progress=progress)
     cost_records = []
     if not args.no_cost:
         print("[bench] cost per step (trivial model) and peak memory", flush=True)
@@ -100,6 +104,8 @@ def main(argv=None) -> int:
     add_seed_arguments(parser)
     parser.add_argument("--samplers", help="comma-separated subset, e.g. evodiff:reference,dpmpp_2m")
     parser.add_argument("--no-cost", action="store_true", help="skip the cost benchmark")
+    parser.add_argument("--no-calibration", action="store_true",
+                        help=f"skip the {calibration.CALIBRATED_COLUMN} rows (EVODiffCalibrate's schedules)")
     parser.add_argument("--out", type=Path, help="output folder (default bench_out/, bench_out/full/ with --full; "
                                                  "with --from-results: the results file's folder)")
     parser.add_argument("--from-results", type=Path, metavar="PATH",

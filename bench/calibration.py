@@ -5,7 +5,9 @@ calibrated on CALIBRATION_SEED's noise with ComfyUI's stock schedules as the gua
 (the node's own nodes/stock_schedules.py), then judged on cells.HELDOUT_SEED: the FD of
 calibrated evodiff to the exact solution's samples against every built-in sampler on every stock
 schedule (and on the AYS/GITS tables where the model's range has them). Transfer: the schedule
-calibrated at cfg c, sampled at cfg c ± 2, against karras + dpmpp_2m there.
+calibrated at cfg c, sampled at cfg c ± 2, and the one calibrated on 8x8 digits, sampled on two
+digits side by side (``digits-wide``, another resolution of the same net), against karras +
+dpmpp_2m there. Calibrated evodiff runs at the shift the calibration returned with the schedule.
 
     python -m bench.calibration [--quick] [--out DIR]     # writes docs/calibration.md's tables
     python -m bench.calibration --from-results bench_out/calibration/results.json   # re-render only
@@ -25,8 +27,12 @@ from .cells import HELDOUT_SEED, Cell, Settings
 from .common import DOCS, OUT, machine, md_table, quiet, read_json, write_json
 from .problems import labels_for, noise_for, problem
 from .matrix import denoiser, score, solution
+from .verdicts import judge
 
 DOCS_PAGE = DOCS / "calibration.md"
+# the column scripts/bench adds: evodiff on the schedule (and shift) EVODiffCalibrate learns for the cell
+CALIBRATED_COLUMN = f"{cs.EVODIFF_PREFIX}:calibrated"
+BENCH_NFES = range(3, 17)    # the node's steps
 MARKER = "<!-- measured: python -m bench.calibration -->"
 CALIBRATION_SEED = 0          # the evaluation uses HELDOUT_SEED
 CALIBRATION_SAMPLES = 64      # noise samples the calibration runs on (half fit, half held out)
@@ -34,6 +40,7 @@ TARGETS = {5: 0.5, 6: 0.67, 8: 0.67, 10: 1.0}   # FD ratio to the best built-in 
 CELLS = (Cell("digits", "eps", "karras"), *(Cell("digits-cfg", "eps", "karras", float(c)) for c in (1, 3, 5)),
          Cell("mixture", "eps", "karras"), Cell("mixture", "flow3", "simple"), Cell("digits", "flow3", "simple"))
 TRANSFER = ((3.0, 1.0), (3.0, 5.0), (5.0, 3.0), (5.0, 7.0), (1.0, 3.0))   # (calibrated at, sampled at)
+RESOLUTION_TRANSFER = (Cell("digits", "eps", "karras"), Cell("digits-wide", "eps", "karras"))   # (from, to)
 STOCK = ("karras", "exponential", "simple", "beta", "kl_optimal", "normal", "sgm_uniform")
 FULL = Settings(nfes=(5, 6, 8, 10), n_samples=512, ode_steps=100, seeds=(HELDOUT_SEED,))
 QUICK = Settings(nfes=(5, 8), n_samples=256, ode_steps=60, seeds=(HELDOUT_SEED,))
@@ -46,6 +53,7 @@ def one_call_per_step(sampler: str) -> bool:
 def calibrate_cell(cell: Cell, nfe: int) -> dict:
     """The node's calibration for this cell's model at this NFE, on CALIBRATION_SEED's noise."""
     from evodiff_core import calibrate
+    from evodiff_core.calibrate import SHIFTS
 
     prob = problem(cell.problem)
     ms = cs.model_sampling(cell.family)
@@ -55,9 +63,33 @@ def calibrate_cell(cell: Cell, nfe: int) -> dict:
     candidates = cs.pack_module("stock_schedules").stock_schedules(ms, nfe)
     start = time.perf_counter()
     result = calibrate(model, noise, nfe, float(ms.sigma_max), float(ms.sigma_min),
-                       cs.core_noise_schedule(cell.family), candidates=candidates)
-    return dict(sigmas=result.sigmas, chosen=result.chosen, calls=result.model_calls,
+                       cs.core_noise_schedule(cell.family), candidates=candidates, shifts=SHIFTS)
+    return dict(sigmas=result.sigmas, chosen=result.chosen, shift=result.shift, calls=result.model_calls,
                 seconds=time.perf_counter() - start)
+
+
+def calibrated_sampler(shift: float) -> str:
+    """The benchmark name of the default evodiff at the calibrated shift (what the node's SAMPLER is)."""
+    return f"{cs.EVODIFF_PREFIX}@shift={shift:g}"
+
+
+def bench_points(cells, settings: Settings, records: list, against_data: bool = False, progress=None) -> list:
+    """The CALIBRATED_COLUMN points of scripts/bench: per cell and NFE the node's calibration on
+    CALIBRATION_SEED, sampled on the run's own (other) seed. Judged against the run's ``records``
+    of the same points, whose own verdicts stay as they were."""
+    points = []
+    with quiet():
+        for cell in cells:
+            solved = solution(cell, settings)
+            for nfe in filter(BENCH_NFES.__contains__, settings.nfes):
+                cal = calibrate_cell(cell, nfe)
+                points.append(score(cell, calibrated_sampler(cal["shift"]), nfe, solved, against_data,
+                                    sigmas=cal["sigmas"], name=CALIBRATED_COLUMN))
+                points[-1].update(calibration_calls=cal["calls"], shift=cal["shift"], chosen=cal["chosen"])
+                if progress:
+                    progress(points[-1])
+    judge([dict(r) for r in records] + points)   # copies: only the new points get verdicts here
+    return points
 
 
 def fd_on(cell: Cell, sampler: str, exact, sigmas) -> float:
@@ -92,15 +124,15 @@ def run(settings=FULL, cells=CELLS, progress=print) -> dict:
             ref = solution(cell, settings)
             for nfe in settings.nfes:
                 cal = calibrate_cell(cell, nfe)
-                schedules[(cell, nfe)] = cal["sigmas"]
-                fd = fd_on(cell, cs.EVODIFF_PREFIX, ref, cal["sigmas"])
+                schedules[(cell, nfe)] = cal
+                fd = fd_on(cell, calibrated_sampler(cal["shift"]), ref, cal["sigmas"])
                 rivals = best_builtin(cell, nfe, ref)
                 (rival_fd, rival), (stock_fd, stock) = rivals["builtin"], rivals["evodiff"]
                 records.append(dict(cell=cell.name, nfe=nfe, fd=fd, best_fd=rival_fd, best=rival,
                                     evodiff_stock_fd=stock_fd, evodiff_stock=stock,
-                                    ratio=fd / rival_fd, target=TARGETS[nfe], chosen=cal["chosen"],
+                                    ratio=fd / rival_fd, target=TARGETS[nfe], chosen=cal["chosen"], shift=cal["shift"],
                                     calls=cal["calls"], seconds=cal["seconds"], sigmas=cal["sigmas"].tolist()))
-                progress(f"  {cell.name:<28} NFE {nfe:>2}  calibrated FD {fd:.4g} ({cal['chosen']}, "
+                progress(f"  {cell.name:<28} NFE {nfe:>2}  calibrated FD {fd:.4g} ({cal['chosen']}, shift {cal['shift']:g}, "
                          f"{cal['calls']} calls, {cal['seconds']:.1f} s)  best built-in {rival_fd:.4g} ({rival})  "
                          f"evodiff on stock {stock_fd:.4g} ({stock})")
         transfers = transfer_records(settings, schedules, progress)
@@ -108,18 +140,20 @@ def run(settings=FULL, cells=CELLS, progress=print) -> dict:
 
 
 def transfer_records(settings, schedules, progress) -> list[dict]:
+    """The calibrated (schedule, shift) of one cell sampled on another cell of the same model."""
+    pairs = [(Cell("digits-cfg", "eps", "karras", at), Cell("digits-cfg", "eps", "karras", used))
+             for at, used in TRANSFER] + [RESOLUTION_TRANSFER]
     out = []
-    for at, used in TRANSFER:
-        source = Cell("digits-cfg", "eps", "karras", at)
-        target = Cell("digits-cfg", "eps", "karras", used)
+    for source, target in pairs:
         ref = solution(target, settings)
         for nfe in settings.nfes:
             if (source, nfe) not in schedules:
                 continue
-            fd = fd_on(target, cs.EVODIFF_PREFIX, ref, schedules[(source, nfe)])
+            cal = schedules[(source, nfe)]
+            fd = fd_on(target, calibrated_sampler(cal["shift"]), ref, cal["sigmas"])
             rival = fd_on(target, "dpmpp_2m", ref, cs.sigmas_for("dpmpp_2m", "eps", "karras", nfe))
-            out.append(dict(calibrated_at=at, sampled_at=used, nfe=nfe, fd=fd, rival_fd=rival))
-            progress(f"  transfer cfg {at:g} -> {used:g} NFE {nfe}: {fd:.4g} vs karras + dpmpp_2m {rival:.4g}")
+            out.append(dict(calibrated_on=source.name, sampled_on=target.name, nfe=nfe, fd=fd, rival_fd=rival))
+            progress(f"  transfer {source.name} -> {target.name} NFE {nfe}: {fd:.4g} vs karras + dpmpp_2m {rival:.4g}")
     return out
 
 
@@ -135,12 +169,14 @@ def markdown(results: dict) -> str:
              "samples (lower is better); ratio = calibrated / best built-in; target: ≤ 0.5 at 5 NFE, ≤ 0.67 at "
              "6 and 8, ≤ 1 at 10.", "",
              md_table(["cell", "NFE", "calibrated FD", "best built-in FD", "best built-in", "ratio", "target met",
-                       "evodiff on its best stock schedule", "calibrated / that", "returned", "calls", "seconds"],
+                       "evodiff on its best stock schedule", "calibrated / that", "returned", "shift", "calls",
+                       "seconds"],
                       [[r["cell"], r["nfe"], _g(r["fd"]), _g(r["best_fd"]), r["best"], f"{r['ratio']:.2f}",
                         "yes" if r["ratio"] <= r["target"] else "no",
                         f"{_g(r['evodiff_stock_fd'])} ({r['evodiff_stock'].split(' + ')[1]})",
-                        f"{r['fd'] / r['evodiff_stock_fd']:.2f}", r["chosen"], r["calls"], f"{r['seconds']:.1f}"]
-                       for r in recs], "lrrrlrclrlrr")]
+                        f"{r['fd'] / r['evodiff_stock_fd']:.2f}", r["chosen"], f"{r['shift']:g}", r["calls"],
+                        f"{r['seconds']:.1f}"]
+                       for r in recs], "lrrrlrclrlrrr")]
     met = sum(r["ratio"] <= r["target"] for r in recs)
     gains = [r["fd"] / r["evodiff_stock_fd"] for r in recs]
     lines += ["", f"Targets met at {met} of {len(recs)} points. Against evodiff on its own best stock schedule "
@@ -150,12 +186,13 @@ def markdown(results: dict) -> str:
     lines += ["", "Calibration cost: at most "
               f"{max(r['calls'] for r in recs)} model calls and {max(r['seconds'] for r in recs):.1f} s per schedule "
               f"on this machine ({machine()}).", "",
-              "**Transfer** (digits-cfg, EPS karras range): the schedule calibrated at one cfg, sampled at another, "
-              "against karras + dpmpp_2m at that cfg.", "",
-              md_table(["calibrated at cfg", "sampled at cfg", "NFE", "calibrated FD", "karras + dpmpp_2m FD",
-                        "beats it"],
-                       [[f"{t['calibrated_at']:g}", f"{t['sampled_at']:g}", t["nfe"], _g(t["fd"]), _g(t["rival_fd"]),
-                         "yes" if t["fd"] < t["rival_fd"] else "no"] for t in results["transfer"]], "rrrrrc")]
+              "**Transfer** (EPS karras range): the schedule and shift calibrated on one cell, sampled on "
+              "another of the same model — another cfg (digits-cfg), another resolution (digits, 8x8, sampled "
+              "on digits-wide, two digits side by side) — against karras + dpmpp_2m there. The evaluation "
+              "noise is another seed than the calibration's everywhere.", "",
+              md_table(["calibrated on", "sampled on", "NFE", "calibrated FD", "karras + dpmpp_2m FD", "beats it"],
+                       [[t["calibrated_on"], t["sampled_on"], t["nfe"], _g(t["fd"]), _g(t["rival_fd"]),
+                         "yes" if t["fd"] < t["rival_fd"] else "no"] for t in results["transfer"]], "llrrrc")]
     beats = sum(t["fd"] < t["rival_fd"] for t in results["transfer"])
     lines += ["", f"Transfer: beats karras + dpmpp_2m at {beats} of {len(results['transfer'])} points."]
     return "\n".join(lines) + "\n"

@@ -149,7 +149,7 @@ def add_seed_arguments(parser: argparse.ArgumentParser) -> None:
 class Point(TypedDict, total=False):
     """One sampler at one NFE on one cell, keyed by (sampler, cell, nfe_target): a row of results.json.
     A run on given sigmas is one more sampler column under a name of its own (a calibrated schedule,
-    'evodiff + calibrated': bench.matrix.score with ``sigmas`` and ``name``)."""
+    'evodiff:calibrated': bench.matrix.score with ``sigmas`` and ``name``, bench.calibration.bench_points)."""
     sampler: str
     cell: str                   # Cell.name; the cell's axes follow
     problem: str
@@ -175,3 +175,6 @@ class Point(TypedDict, total=False):
     diverged: bool | None       # the verdicts (bench.verdicts.judge)
     vs_rival: str | None
     best_of_all: bool
+    calibration_calls: int      # a calibrated point: the calibration's model calls, its shift and what it returned
+    shift: float
+    chosen: str

@@ -11,6 +11,8 @@
 * ``mixture-b``, ``mixture-b-cfg``, ``digits-b-cfg``: the validation problems, which no rule of the
   solver is tuned on: another mixture geometry (6 components, another seed, 3 classes) and a
   second conditional digits net trained from another seed.
+* ``digits-wide``: two digits side by side ([1, 8, 16]), the ``digits`` net on each half: the same
+  model at another resolution, for the calibration's transfer check.
 
 A denoiser is given in ComfyUI's sigma convention for the family: ``eps`` (and ``edm``) means
 x = x0 + sigma * eps, ``flow`` (any shift) means x = (1 - sigma) * x0 + sigma * eps.
@@ -121,6 +123,27 @@ class ValidationGuidedMixtureProblem(GuidedMixtureProblem):
     n_components, seed, n_classes = 6, 31, 3
 
 
+class WideDigitsProblem(DigitsProblem):
+    """Two digits side by side, [1, 8, 16]: the same net on each half, as a convolutional model runs
+    at a larger resolution. EVODiff's statistics pool over the whole latent, so its steps differ
+    from the 8x8 problem's; the features are each half's, as two samples."""
+    name = "digits-wide"
+    event_shape = (1, 8, 16)
+
+    def __init__(self):
+        self.net, self.feature_net = learned.load()
+        data, _ = learned.digits_data(torch.float64)
+        self.data_target = FrechetTarget(*moments(self.feature_net.features(data)))   # one digit a sample
+
+    def denoiser(self, family: str):
+        half = super().denoiser(family)
+        return lambda x, sigma: torch.cat([half(part, sigma) for part in x.chunk(2, dim=-1)], dim=-1)
+
+    @torch.no_grad()
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.feature_net.features(part.contiguous()) for part in x.chunk(2, dim=-1)])
+
+
 class ValidationGuidedDigitsProblem(GuidedDigitsProblem):
     name = "digits-b-cfg"
     weights = learned.VALIDATION_CONDITIONAL_FILE
@@ -128,7 +151,7 @@ class ValidationGuidedDigitsProblem(GuidedDigitsProblem):
 
 PROBLEMS = {p.name: p for p in (MixtureProblem, DigitsProblem, GuidedMixtureProblem, GuidedDigitsProblem,
                                 ValidationMixtureProblem, ValidationGuidedMixtureProblem,
-                                ValidationGuidedDigitsProblem)}
+                                ValidationGuidedDigitsProblem, WideDigitsProblem)}
 
 
 @lru_cache(maxsize=None)
