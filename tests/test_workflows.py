@@ -122,7 +122,8 @@ def test_workflow_format_and_widget_values(path, mappings):
                 assert isinstance(value, bool)
             else:
                 assert isinstance(value, str)
-    uses_evodiff = [n for n in workflow["nodes"] if n["type"] == h.SAMPLER_NODE
+    # SamplerEVODiff, EVODiffCalibrate's SAMPLER, or "evodiff" in a sampler_name list
+    uses_evodiff = [n for n in workflow["nodes"] if n["type"] in (h.SAMPLER_NODE, "EVODiffCalibrate")
                     or "evodiff" in (n.get("widgets_values") or [])]
     assert uses_evodiff, "the workflow must use EVODiff"
     for node in workflow["nodes"]:

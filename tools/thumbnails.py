@@ -41,16 +41,18 @@ def settings_lines(workflow: dict) -> list[str]:
         steps, cfg, sampler_name, scheduler = values[offset + 2:offset + 6]
         first = f"sampler: {sampler_name}" + (f" (×{len(ksamplers)} stages)" if len(ksamplers) > 1 else "")
         return [first, f"{scheduler}, {steps} steps, cfg {cfg:g}"]
-    shift, variant, _ = _nodes(workflow, "SamplerEVODiff")[0]["widgets_values"]
     calibrated = _nodes(workflow, "EVODiffCalibrate")
-    if calibrated:   # widgets: cfg, steps, samples, seed, control
+    if calibrated:   # widgets: cfg, steps, samples, seed, control; its SAMPLER is evodiff at a calibrated shift
+        sampler = "evodiff, calibrated shift"
         scheduler, steps = "calibrated schedule", calibrated[0]["widgets_values"][1]
     else:
+        shift, variant, _ = _nodes(workflow, "SamplerEVODiff")[0]["widgets_values"]
+        sampler = f"shift {shift:g}, variant {variant}"
         scheduler, steps, _ = _nodes(workflow, "BasicScheduler")[0]["widgets_values"]
     cfg = _nodes(workflow, "CFGGuider")[0]["widgets_values"][0]
     model_shift = [n["widgets_values"][0] for n in _nodes(workflow, "ModelSamplingSD3")]
     tail = f", model shift {model_shift[0]:g}" if model_shift else ""
-    return [f"shift {shift:g}, variant {variant}", f"{scheduler}, {steps} steps, cfg {cfg:g}{tail}"]
+    return [sampler, f"{scheduler}, {steps} steps, cfg {cfg:g}{tail}"]
 
 
 def _trajectories(ax, width: float, height: float, bottom: float = 0.0, count: int = 9) -> None:
