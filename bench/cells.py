@@ -100,9 +100,10 @@ VALIDATION_CELLS = (
     Cell("mixture-b", "edm", "karras"), Cell("mixture-b", "flow2", "normal"),
     Cell("mixture-b", "flow5", "simple"))
 SETS = {"tuning": TUNING_CELLS, "validation": VALIDATION_CELLS}   # bench.verdicts.SET_WORDS names them
-# the default before the trust-gated step (0.2.0's), run from its own commit
-PREVIOUS = f"{EVODIFF_PREFIX}@cd34a6a"
-HELDOUT_SAMPLERS = (EVODIFF_PREFIX, PREVIOUS, "evodiff:improved@shift=0", "evodiff:reference", "euler", "dpmpp_2m",
+# the earlier defaults, run from their own commits, newest first: the trust-gated step before (V11)/(V12)
+# (cb0fc30) and the step before the trust gate (0.2.0's, cd34a6a)
+PREVIOUS = (f"{EVODIFF_PREFIX}@cb0fc30", f"{EVODIFF_PREFIX}@cd34a6a")
+HELDOUT_SAMPLERS = (EVODIFF_PREFIX, *PREVIOUS, "evodiff:improved@shift=0", "evodiff:reference", "euler", "dpmpp_2m",
                     "deis", "ipndm", "uni_pc", "res_multistep", "gradient_estimation")
 
 

@@ -6,6 +6,8 @@ black line on top; the rival (dpmpp_2m) is blue, Euler faint grey, the other sam
 """
 from __future__ import annotations
 
+import itertools
+
 import math
 from pathlib import Path
 
@@ -24,7 +26,7 @@ EMPHASIS = dict(color="black", lw=3.2, marker="o", ms=6, zorder=6)
 RIVAL_STYLE = dict(color="tab:blue", lw=2.2, marker="s", ms=5, zorder=4)
 BEST_STYLE = dict(color="tab:orange", lw=2.2, ls="--", marker="^", ms=6, zorder=5)
 BASELINE_STYLE = dict(color="0.55", lw=1.6, ls=":", zorder=3)
-VARIANT_COLORS = ("crimson", "darkviolet", "darkgoldenrod")   # the other EVODiff variants, in order
+VARIANT_COLORS = ("crimson", "darkviolet", "darkgoldenrod", "teal")   # the other EVODiff variants, in order
 OTHER_STYLE = dict(color="0.8", lw=1.0, zorder=1)
 
 
@@ -145,8 +147,8 @@ def headline_figure(records, path: Path, sampler: str = EVODIFF_PREFIX) -> dict:
 
 def _styles(samplers, emphasised: str) -> dict[str, tuple[dict, str | None]]:
     """{sampler: (line style, legend label or None for the muted crowd)}; the other EVODiff variants
-    take VARIANT_COLORS in the order they come."""
-    variants = iter(VARIANT_COLORS)
+    take VARIANT_COLORS in the order they come (again from the first when there are more)."""
+    variants = itertools.cycle(VARIANT_COLORS)
     named = {RIVAL: (RIVAL_STYLE, RIVAL), BASELINE: (BASELINE_STYLE, BASELINE),
              emphasised: (EMPHASIS, f"{emphasised} (default)")}
     variant = lambda s: (dict(color=next(variants), lw=1.6, ls="-.", zorder=3), s)  # noqa: E731

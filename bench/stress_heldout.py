@@ -2,7 +2,7 @@
 
 The tuning and the validation set of bench.cells (a rule is kept only where the validation set,
 which no rule was tuned on, agrees), on the held-out noise seed at NFE 5–30, beside the previous
-default (cells.PREVIOUS, run from its commit by bench.cores). About 10–20 minutes on 2 shared
+defaults (cells.PREVIOUS, run from their commits by bench.cores). About 10–20 minutes on 2 shared
 cores; the whole matrix (`scripts/stress --full`) takes over an hour.
 
     .venv/bin/python -m bench.stress_heldout      # -> bench_out/stress/heldout/results.json, docs/stress.md,
@@ -46,10 +46,10 @@ def headline_section(agg: dict) -> str:
     return "\n".join(lines + [table]) + "\n"
 
 
-def previous_default_section(records: list[dict], previous: str = PREVIOUS) -> str:
-    """Every (cell, NFE) where the default and the previous default differ beyond noise."""
+def previous_default_section(records: list[dict], previous: str) -> str:
+    """Every (cell, NFE) where the default and an earlier default differ beyond noise."""
     found = against(records, previous)
-    lines = [f"## Against the previous default ({previous})\n",
+    lines = [f"## Against an earlier default ({previous})\n",
              f"FD of `evodiff` against `{previous}` at {sum(map(len, found.values()))} (cell, NFE) points, noise "
              f"rule as above: better at {len(found['won'])}, tied at {len(found['tie'])}, worse at "
              f"{len(found['lost'])}.\n"]
@@ -80,7 +80,8 @@ def render(results: dict) -> None:
             continue
         names = {c.name for c in cells}
         refs = [r for r in results["references"] if r["cell"] in names]
-        before_cells = (figures_section(records) if name == "tuning" else "") + previous_default_section(records)
+        before_cells = (figures_section(records) if name == "tuning" else "") + "\n".join(
+            previous_default_section(records, previous) for previous in PREVIOUS)
         page, written_by = PAGES[name]
         page.write_text(stress_report.markdown(
             records, refs, written_by + results["header"],

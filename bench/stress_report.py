@@ -25,7 +25,8 @@ def summary_text(s: Summary) -> str:
                      f"points: won {v.get('won', 0)}, tied {v.get('tie', 0)}, lost {v.get('lost', 0)}."
                      + (f" Lost at: {_listed(lost)}." if lost else ""))
     if s.best_of_all_of:
-        lines.append(f"- **{me} is the best of all {len(s.diverged)} samplers** at {s.best_of_all} of "
+        builtins = sum(not is_evodiff(name) for name in s.diverged)
+        lines.append(f"- **{me} is the best of all {builtins} built-in samplers** at {s.best_of_all} of "
                      f"{s.best_of_all_of} points with NFE {s.best_nfes[0]}–{s.best_nfes[1]} "
                      f"({s.best_of_all / s.best_of_all_of:.0%}).")
     if me in s.diverged:

@@ -3,7 +3,7 @@
 * **Noise rule** (``compare``): a difference between two samplers counts only beyond NOISE_FACTOR x
   their combined split-half noise sqrt(noise_a^2 + noise_b^2); smaller ones are ties.
 * **Best of all** (``is_best``): a good run's score is at or below the lowest of the others it is
-  held against (every sampler of the point, or every built-in); no noise check.
+  held against (every built-in sampler of the point: EVODiff variants and earlier defaults are no rivals); no noise check.
 * **Diverged** (``is_diverged``): FD above BASELINE's (Euler's) at the same point; a non-finite or
   failed run has always diverged.
 * **Tuning / validation** (``SET_WORDS``): the held-out run's two cell sets (bench.cells.SETS).
@@ -82,13 +82,15 @@ def by_point(records) -> dict[tuple, dict[str, dict]]:
 
 def judge(records: list[dict], baseline: str = BASELINE, rival: str = RIVAL) -> list[dict]:
     """Add the verdicts to records (in place, also returned): diverged, and for EVODiff samplers vs_rival
-    and best_of_all (by FD, against every sampler of the point)."""
+    and best_of_all (by FD, against every built-in sampler of the point: other EVODiff variants and
+    earlier defaults are not rivals)."""
     for group in by_point(records).values():
+        builtins = [o for n, o in group.items() if not is_evodiff(n)]
         for name, r in group.items():
             r["diverged"] = is_diverged(r, group[baseline]) if baseline in group else None
             if is_evodiff(name):
                 r["vs_rival"] = outcome(r, group[rival]) if rival in group else None
-                r["best_of_all"] = is_best(r, list(group.values()), "fd")
+                r["best_of_all"] = is_best(r, builtins, "fd")
     return records
 
 
@@ -231,5 +233,5 @@ def rules_text() -> str:
             f"solution of the guided ODE D = D_u + w·(D_c − D_u)). *Diverged* (†): FD above {BASELINE}'s at the "
             f"same NFE, or a non-finite/failed run (✗). *{RIVAL} verdict*: a tie when |FD difference| ≤ "
             f"{NOISE_FACTOR:g} × sqrt(noise₁² + noise₂²) (split-half standard errors), otherwise won or lost. "
-            f"*Best of all*: the lowest FD of every sampler at that point (no noise check). "
+            f"*Best of all*: the lowest FD of every built-in sampler at that point (no noise check; other EVODiff variants and earlier defaults are no rivals). "
             f"`@n`: the NFE actually used when the target is not reachable (heun and friends).")
