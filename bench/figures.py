@@ -7,7 +7,6 @@ black line on top; the rival (dpmpp_2m) is blue, Euler faint grey, the other sam
 from __future__ import annotations
 
 import itertools
-
 import math
 from pathlib import Path
 

@@ -64,7 +64,8 @@ class DigitsProblem:
     def __init__(self):
         self.net, self.feature_net = learned.load()
         data, _ = learned.digits_data(torch.float64)
-        self.data_target = FrechetTarget(*moments(self.features(data)))
+        with torch.no_grad():   # one digit a sample, whatever the latent a subclass samples
+            self.data_target = FrechetTarget(*moments(self.feature_net.features(data)))
 
     def denoiser(self, family: str):
         net = self.net.denoise_flow if is_flow(family) else self.net.denoise_ve
@@ -129,11 +130,6 @@ class WideDigitsProblem(DigitsProblem):
     from the 8x8 problem's; the features are each half's, as two samples."""
     name = "digits-wide"
     event_shape = (1, 8, 16)
-
-    def __init__(self):
-        self.net, self.feature_net = learned.load()
-        data, _ = learned.digits_data(torch.float64)
-        self.data_target = FrechetTarget(*moments(self.feature_net.features(data)))   # one digit a sample
 
     def denoiser(self, family: str):
         half = super().denoiser(family)

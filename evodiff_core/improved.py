@@ -72,12 +72,6 @@ def log_snr(s: float, noise_schedule: str) -> float:
     return -math.inf if alpha <= 0 else math.log(alpha / sigma)
 
 
-def noise_variance(s: float, noise_schedule: str) -> float:
-    """κ² = (σ/α)², the noise variance relative to the data (u = "kappa2")."""
-    alpha, sigma = alpha_sigma(s, noise_schedule)
-    return (sigma / alpha) ** 2
-
-
 def interpolation_variable(lam: float, variable: str) -> float:
     """u(λ), up to an affine map (which leaves the weights unchanged).
 
@@ -302,7 +296,8 @@ class Steps(SolverSteps):
         no value at t = 0, and keeps D_N (docs/variants.md §5c). D_N where no trust was measured."""
         if self.trust is None or INTERPOLATION[self.noise_schedule][1] != "kappa2":
             return denoised
-        kappa2_last, kappa2_prev = (noise_variance(s, self.noise_schedule) for s in self.plan.grid[-1:-3:-1])
+        kappa2_last, kappa2_prev = (interpolation_variable(log_snr(s, self.noise_schedule), "kappa2")
+                                    for s in self.plan.grid[-1:-3:-1])
         # ω = the extrapolation's reach over the nodes' spacing, i.e. (V6')'s q for this step
         omega = kappa2_last / (kappa2_prev - kappa2_last)
         return torch.addcmul(denoised, self.trust * (omega * slope_conditioning(omega)), denoised - denoised_prev)

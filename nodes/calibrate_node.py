@@ -114,7 +114,7 @@ def load_saved(key: dict) -> tuple[torch.Tensor, float] | None:
         saved = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if saved.get("key") != key:   # a hash collision or a hand-edited file
+    if saved.get("key") != key or "shift" not in saved:   # a hash collision or a hand-edited file
         return None
     log.info("%s: reusing the schedule saved in %s (%s)", NODE_ID, path, saved.get("chosen"))
     return torch.tensor(saved["sigmas"], dtype=torch.float32), float(saved["shift"])
