@@ -82,8 +82,8 @@ def _without_warmup_corrector():
     """order2_step handed weights whose (V12) weight is 0."""
     step = improved.order2_step
 
-    def euler_warmup(x, denoised_prev, denoised_prev2, weights, *args, **kwargs):
-        return step(x, denoised_prev, denoised_prev2, dataclasses.replace(weights, warmup=0.0), *args, **kwargs)
+    def euler_warmup(x, denoised_prev, change_prev, weights, *args, **kwargs):
+        return step(x, denoised_prev, change_prev, dataclasses.replace(weights, warmup=0.0), *args, **kwargs)
 
     return patch.object(improved, "order2_step", euler_warmup)
 
@@ -93,7 +93,7 @@ RULES = {
     "no-conditioning": lambda: patch.object(improved, "SLOPE_BASELINE_RATIO", math.inf),
     "no-probe-ending": lambda: patch.object(improved, "PROBE_ENDING_MIN_LOG_SNR_STEP", math.inf),
     "full-first-probe": _first_probe_with_full_trust,
-    "no-final-extrapolation": lambda: patch.object(improved.Steps, "final_denoised", lambda self, denoised, _: denoised),
+    "no-final-extrapolation": lambda: patch.object(improved.Steps, "final_denoised", lambda self, denoised: denoised),
     "no-warmup-corrector": _without_warmup_corrector,
 }
 SAMPLERS = tuple(f"{PREFIX}{RULE_SEPARATOR}{rule}" for rule in RULES)

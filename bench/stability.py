@@ -47,7 +47,8 @@ def full_trust_radius(s: float, h: float) -> float:
         basis[k] = 1.0
         x, m0, m1 = basis[0:1], basis[1:2], basis[2:3]
         full = torch.ones(1, 1, 1, dtype=torch.float64)
-        x_next, d_new, _ = improved.order2_step(x, m0, m1, sw, 0.0, full, lambda x_probe: s * x_probe)
+        change = improved.OutputChange.between(m0, m1)
+        x_next, d_new, _, _ = improved.order2_step(x, m0, change, sw, 0.0, full, lambda x_probe: s * x_probe)
         columns.append([x_next.item(), d_new.item(), m0.item()])
     step = torch.tensor(columns, dtype=torch.float64).T
     return torch.linalg.eigvals(step).abs().max().item()

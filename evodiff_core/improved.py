@@ -18,19 +18,19 @@ order-2 steps, and the noise variance u = κ² in the last step of a VE list (Tw
 like κ² at low noise, where the last steps are long). Flow's σ = 1 (λ = −∞) is u = −log t = 0: kept.
 
 The order-2 step, one model call (the reference's (10)–(22)), slopes in u:
-  (V3)  probe  x̃ = x_E + a1·g−,        g− = (m0 − m1)/Δu_prev,  a1 = σ_t ∫ e^λ (u − u_s) dλ
-  (V4)  D_i = D(x̃, σ_i),                g+ = (D_i − m0)/Δu
+  (V3)  probe  x̃ = x_E + a1·g−,        g− = (D_{i−1} − D_{i−2})/Δu_prev,  a1 = σ_t ∫ e^λ (u − u_s) dλ
+  (V4)  D_i = D(x̃, σ_i),                g+ = (D_i − D_{i−1})/Δu
   (V5)  η_var = clamp(−⟨g−, g+ − g−⟩/‖g+ − g−‖², 0, 1): the blend (1 − η)·g− + η·g+ of least
         variance, per (sample, channel) (the paper's η*: η_var = ½ − η*)
   (V6)  ν = (1 − δ)^μ·c,  δ = ‖g+ − g−‖/(‖g−‖ + ‖g+‖): the trust in the second-order terms falls
         as the slopes disagree (the paper's ζ, with μ the shift); (V6') c = 1/(1 + (q/4)⁴),
         q = Δu/Δu_prev, phases out a backward slope measured over a much shorter step
   (V7)  η = ν·η_quad + (1 − ν)·η_var, η_quad the weight that integrates the parabola through
-        m1, m0, D_i exactly
+        D_{i−2}, D_{i−1}, D_i exactly
   (V8)  x_i = x_E + a1·ν·((1 − η)·g− + η·g+)
 δ = O(Δu) on a smooth path, so ν → 1 and η → η_quad as steps shrink: the deviations are bounded
 and vanish, and the step keeps its order. μ = 0 gives the pure interpolation rule.
-  (V9)  last step (no call; also the hand-off of split lists): (V2) through m1, m0, gated by ν.
+  (V9)  last step (no call; also the hand-off of split lists): (V2) through D_{N−2}, D_{N−1}, gated by ν.
   (V10) lists ending in 0 whose last step is long (κ_N ≤ κ_{N−1}/4): the last step is an order-2 step (in κ² for VE) whose probe takes the
         final call, and x_0 = D_N + (x_N − x̃_N)/α_N: no call is spent where D(x, σ_N) ≈ x/α.
   (V11) VE lists ending in 0 that keep the final call: σ_N → 0 is (V2) in u = κ² over
@@ -51,7 +51,7 @@ from functools import lru_cache
 import torch
 
 from .schedule import Plan
-from .steps import SolverSteps, alpha_sigma, euler_step
+from .steps import SolverSteps, alpha_sigma, channel_dot, euler_step
 
 # A backward slope measured over a step this many times shorter than the step it is extrapolated
 # over is mostly the offset between the probe and the state, not slope: (V6') phases it out.
@@ -121,7 +121,7 @@ class StepWeights:
     du: float           # Δu of this step
     a1: float           # σ_t ∫ e^λ (u(λ) − u_s) dλ: the weight of a slope in u, (V3) and (V8)
     eta_quad: float     # (V7) the blend weight of the exact parabola integral
-    last: tuple[float, float]   # (V9) on (m1, m0)
+    last: tuple[float, float]   # (V9) on (D_{N−2}, D_{N−1})
     warmup: float = 0.0  # (V12), i = 2 only: ρ_2·W_1, the weight on D_1 − D_0 carried into x_2
 
 
@@ -168,26 +168,32 @@ def slope_conditioning(q: float) -> float:
     return 1.0 / (1.0 + (q / SLOPE_BASELINE_RATIO) ** 4)
 
 
-def _difference_pair(denoised_prev, denoised_prev2, denoised):
-    """[B, C, 2, L]: d = D_{i−1} − D_{i−2} and a = D_i − D_{i−1} side by side, so one batched matmul
-    gives their three inner products. Made after the model call, so it never adds to the call's
-    peak memory."""
-    pair = denoised_prev.new_empty((*denoised_prev.shape[:2], 2, denoised_prev.shape[2]))
-    torch.sub(denoised_prev, denoised_prev2, out=pair[:, :, 0])
-    torch.sub(denoised, denoised_prev, out=pair[:, :, 1])
-    return pair
+@dataclass(frozen=True)
+class OutputChange:
+    """The change of the model output between two grid points, d = D_{i−1} − D_{i−2} ([B, C, L]),
+    with ⟨d, d⟩ per (sample, channel) ([B, C, 1]). A step's own change a = D_i − D_{i−1} is the
+    next step's d, so it is carried rather than formed again from D_{i−2}, which is not kept."""
+
+    value: torch.Tensor
+    norm_sq: torch.Tensor
+
+    @classmethod
+    def between(cls, denoised, denoised_prev) -> OutputChange:
+        value = denoised - denoised_prev
+        return cls(value, channel_dot(value, value))
 
 
-def order2_step(x, denoised_prev, denoised_prev2, weights: StepWeights, shift: float, trust_prev, denoise,
-                state_is_ours: bool = False):
+def order2_step(x, denoised_prev, change_prev: OutputChange, weights: StepWeights, shift: float, trust_prev,
+                denoise, state_is_ours: bool = False):
     """(V3)–(V8): one step σ_{i−1} → σ_i with one model call at the probe point.
 
-    ``denoised_prev``, ``denoised_prev2``: D_{i−1}, D_{i−2}. ``trust_prev`` is the previous step's
-    ν ([B, C, 1]), or None where no step has measured the slopes' agreement yet (then the probe is
-    the Euler point). Returns ``(x_i, D_i, ν)``; D_i belongs to the probe point and is reused by the
-    next step. Slopes are kept unscaled: g− = d/Δu_prev with d = D_{i−1} − D_{i−2}, and
-    g+ = a/Δu with a = D_i − D_{i−1}. ``state_is_ours``: x was never handed to the model or the
-    callback, so the Euler step may overwrite it (no tensor handed out is ever changed)."""
+    ``denoised_prev`` is D_{i−1}, ``change_prev`` d = D_{i−1} − D_{i−2}. ``trust_prev`` is the
+    previous step's ν ([B, C, 1]), or None where no step has measured the slopes' agreement yet
+    (then the probe is the Euler point). Returns ``(x_i, D_i, a, ν)``; D_i belongs to the probe
+    point and is reused by the next step, as is a = D_i − D_{i−1} (its d). Slopes are kept
+    unscaled: g− = d/Δu_prev and g+ = a/Δu. ``state_is_ours``: x was never handed to the model or
+    the callback, so the Euler step may overwrite it (no tensor handed out is ever changed)."""
+    diff, dd = change_prev.value, change_prev.norm_sq
     x_euler = euler_step(x, denoised_prev, weights.sigma_prev, weights.sigma, out=x if state_is_ours else None)
     q = weights.du / weights.du_prev
     conditioning = slope_conditioning(q)
@@ -198,16 +204,14 @@ def order2_step(x, denoised_prev, denoised_prev2, weights: StepWeights, shift: f
         x_euler = x_euler.clone()   # the model saw it: the corrector writes into a copy
     else:
         theta = trust_prev * conditioning
-        probe_weight = theta * (weights.a1 / weights.du_prev)
-        denoised = denoise(torch.addcmul(x_euler, probe_weight, denoised_prev - denoised_prev2))
-    pair = _difference_pair(denoised_prev, denoised_prev2, denoised)
-    diff, output_change = pair[:, :, 0], pair[:, :, 1]
+        denoised = denoise(torch.addcmul(x_euler, theta * (weights.a1 / weights.du_prev), diff))
     # (V4) the output's change a = D_i − D_{i−1} = Δu·g+; the slope change is ẽ = Δu·(g+ − g−) = a − q·d
-    gram = pair @ pair.transpose(-1, -2)
-    dd, da, aa = gram[..., 0, :1], gram[..., 0, 1:], gram[..., 1, 1:]
+    change = OutputChange.between(denoised, denoised_prev)
+    output_change, aa = change.value, change.norm_sq
+    da = channel_dot(diff, output_change)
     dc = da - q * dd                              # ⟨d, ẽ⟩
     cc = (aa - (2 * q) * da + (q * q) * dd).clamp_min(0)   # ⟨ẽ, ẽ⟩
-    tiny = torch.finfo(gram.dtype).tiny
+    tiny = torch.finfo(aa.dtype).tiny
     # (V5) η_var = −⟨g−, g+ − g−⟩/‖g+ − g−‖² = −q·⟨d,ẽ⟩/⟨ẽ,ẽ⟩; 0 where ẽ = 0 (the slopes agree)
     eta_var = ((dc / cc.clamp_min(tiny)) * -q).clamp(0.0, 1.0)
     # (V6) δ = ‖g+ − g−‖/(‖g−‖ + ‖g+‖) = ‖ẽ‖/(q·‖d‖ + ‖a‖) ∈ [0, 1], ν = (1 − δ)^μ·c
@@ -222,18 +226,19 @@ def order2_step(x, denoised_prev, denoised_prev2, weights: StepWeights, shift: f
     x_next = x_euler.addcmul_(on_diff, diff, value=weights.a1 / weights.du_prev)
     if weights.warmup:   # (V12) the warm-up's trapezoid correction, carried here and trusted by ν
         x_next.addcmul_(trust, diff, value=weights.warmup)
-    return x_next.addcmul_(trust * eta, output_change, value=weights.a1 / weights.du), denoised, trust
+    return x_next.addcmul_(trust * eta, output_change, value=weights.a1 / weights.du), denoised, change, trust
 
 
-def last_step(x, denoised_prev, denoised_prev2, weights: StepWeights, trust_prev) -> torch.Tensor:
+def last_step(x, denoised_prev, change_prev: OutputChange, weights: StepWeights, trust_prev) -> torch.Tensor:
     """(V9): the last solver step, no model call (ends in D(x_N, σ_N) or hands x_N over).
 
     x_N = x_E + ν·(x_V9 − x_E), x_V9 = ρ·x + W_1·D_{N−2} + W_0·D_{N−1}; as W_1 + W_0 = 1 − ρ the
-    difference is W_1·(D_{N−2} − D_{N−1}). ν = the last measured trust; Euler where none was measured."""
+    difference is W_1·(D_{N−2} − D_{N−1}) = −W_1·d. ν = the last measured trust; Euler where none
+    was measured."""
     x_euler = euler_step(x, denoised_prev, weights.sigma_prev, weights.sigma)
     if trust_prev is None:
         return x_euler
-    return x_euler.addcmul_(trust_prev, denoised_prev2 - denoised_prev, value=weights.last[0])
+    return x_euler.addcmul_(trust_prev, change_prev.value, value=-weights.last[0])
 
 
 class Steps(SolverSteps):
@@ -262,14 +267,23 @@ class Steps(SolverSteps):
         self.last_index = n
         self.alpha_last = alpha_sigma(plan.grid[-1], noise_schedule)[0] if plan.grid else 1.0
         self.noise_at_probe = None
+        self.change = None   # d = D_{i−1} − D_{i−2} (an OutputChange), from D_1 on
 
-    def order2(self, i, x, m0, m1, denoise):
+    def remember(self, denoised):
+        # d = D_1 − D_0 once D_1 is in; D_0 itself is not kept
+        if self.denoised_prev is not None:
+            self.change = OutputChange.between(denoised, self.denoised_prev)
+        self.denoised_prev = denoised
+
+    def order2(self, i, x, denoise):
         if self.probe_ending and i == self.last_index:
             denoise = self._keeping_the_noise(denoise)
         # from step 3 on the state is an earlier corrector output, which the model never saw;
         # a callback may have kept it, though
-        x_next, denoised, self.trust = order2_step(x, m0, m1, self.weights[i], self.shift, self.trust, denoise,
-                                                   state_is_ours=i >= 3 and self.may_overwrite_state)
+        x_next, denoised, self.change, self.trust = order2_step(
+            x, self.denoised_prev, self.change, self.weights[i], self.shift, self.trust, denoise,
+            state_is_ours=i >= 3 and self.may_overwrite_state)
+        self.denoised_prev = denoised
         return x_next, denoised
 
     def _keeping_the_noise(self, denoise):
@@ -285,10 +299,10 @@ class Steps(SolverSteps):
         first-order Taylor step of D around the probe with ∂D/∂x = (1 + O(κ_N²/Var x0))/α_N."""
         return (x - self.noise_at_probe).div_(self.alpha_last)
 
-    def last(self, i, x, m0, m1):
-        return last_step(x, m0, m1, self.weights[i], self.trust)
+    def last(self, i, x):
+        return last_step(x, self.denoised_prev, self.change, self.weights[i], self.trust)
 
-    def final_denoised(self, denoised, denoised_prev):
+    def final_denoised(self, denoised):
         """(V11): the final call's D_N extrapolated to κ² = 0 through D_{N−1}, by the last trust ν.
 
         Where the last step interpolates in κ² (VE): the trailing σ_N → 0 is then the same
@@ -300,4 +314,4 @@ class Steps(SolverSteps):
                                     for s in self.plan.grid[-1:-3:-1])
         # ω = the extrapolation's reach over the nodes' spacing, i.e. (V6')'s q for this step
         omega = kappa2_last / (kappa2_prev - kappa2_last)
-        return torch.addcmul(denoised, self.trust * (omega * slope_conditioning(omega)), denoised - denoised_prev)
+        return torch.addcmul(denoised, self.trust * (omega * slope_conditioning(omega)), denoised - self.denoised_prev)

@@ -110,30 +110,31 @@ def sample_evodiff(model, x, sigmas, extra_args=None, callback=None, disable=Non
     # reference merges near-equal sigmas
     p = steps.plan
     grid = p.grid
-    m0 = m1 = None   # the last two model outputs D_{i-1}, D_{i-2}
+    denoised = None   # the newest model output D_{i−1}; after the trailing σ_N → 0, the sample
 
     for k in trange(len(sigma_list) - 1, disable=disable):
         iv = p.intervals[k]
         if iv.calls_model:
-            m0, m1 = denoise(state, iv.start), m0
+            denoised = denoise(state, iv.start)
             if iv.kind == "to_zero":   # the sample at σ = 0 from the final call (improved's (V11))
-                m0 = steps.final_denoised(m0, m1)
+                denoised = steps.final_denoised(denoised)
+            else:
+                steps.remember(denoised)
         elif iv.kind == "to_zero":
-            m0, m1 = steps.to_zero(state), m0   # the final denoised, without a call (probe ending)
+            denoised = steps.to_zero(state)   # the final denoised, without a call (probe ending)
         if callback is not None:
             callback({"x": state.view(x.shape), "i": k, "sigma": sigmas[k], "sigma_hat": sigmas[k],
-                      "denoised": (state if m0 is None else m0).view(x.shape)})
+                      "denoised": (state if denoised is None else denoised).view(x.shape)})
         if iv.kind == "skip":
             continue
         if iv.kind == "to_zero":
-            state = m0
+            state = denoised
         elif iv.kind in ("warmup", "euler"):
-            state = euler_step(state, m0, grid[iv.start], grid[iv.end])
+            state = euler_step(state, denoised, grid[iv.start], grid[iv.end])
         elif iv.kind == "order2":
-            state, d_new = steps.order2(iv.end, state, m0, m1, lambda x_probe: denoise(x_probe, iv.end))
-            m0, m1 = d_new, m0
+            state, denoised = steps.order2(iv.end, state, lambda x_probe: denoise(x_probe, iv.end))
         else:  # "final"
-            state = steps.last(iv.end, state, m0, m1)
+            state = steps.last(iv.end, state)
 
     cause = steps.finish(latent_dtype=x.dtype, result=state)
     result = state.view(x.shape).to(x.dtype)

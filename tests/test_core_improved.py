@@ -129,7 +129,8 @@ def test_shift_zero_is_the_exact_parabola_integral(monkeypatch):
     assert sw.warmup == pytest.approx(2.0 / 6.0 * warmup_weight, rel=1e-14)
     # whatever the probe's trust θ (where D_i is taken), ν = 1 integrates the parabola exactly
     for trust_prev in (None, torch.full((4, 4, 1), 0.3, **F64)):
-        out, _, trust = improved.order2_step(xf, m0, m1, sw, 0.0, trust_prev, denoise)
+        change = improved.OutputChange.between(m0, m1)
+        out, _, _, trust = improved.order2_step(xf, m0, change, sw, 0.0, trust_prev, denoise)
         assert torch.equal(trust, torch.ones_like(trust))
         parabola = xf * (2.0 / 6.0) + w1 * m1 + w0 * m0 + wd * seen["d"]
         torch.testing.assert_close(out, parabola + sw.warmup * (m0 - m1), atol=1e-12, rtol=1e-12)

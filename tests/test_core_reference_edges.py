@@ -9,6 +9,7 @@ import torch
 
 import golden
 from evodiff_core import reference, sample_evodiff
+from evodiff_core.steps import channel_dot
 from evodiff_core.schedule import plan
 from test_core_sampler import SD15_KARRAS_10, SD15_KARRAS_22, sigmas_of
 from tools.analytic import (ClassConditionalMixture, GaussianMixture, anisotropic_mixture,
@@ -64,11 +65,11 @@ def test_channel_dot_does_not_depend_on_the_batch(dtype, length):
     g = torch.Generator().manual_seed(3)
     a, b = (torch.randn((4, 4, length), generator=g, dtype=dtype) for _ in range(2))
     for size in range(1, 5):
-        dots = reference.channel_dot(a[:size], b[:size])
+        dots = channel_dot(a[:size], b[:size])
         for i in range(size):
-            assert torch.equal(reference.channel_dot(a[i:i + 1].clone(), b[i:i + 1].clone()), dots[i:i + 1])
+            assert torch.equal(channel_dot(a[i:i + 1].clone(), b[i:i + 1].clone()), dots[i:i + 1])
     products = a.double() * b.double()     # the value, to a rounding error of the summation
-    error = (reference.channel_dot(a, b).double() - products.sum(-1, keepdim=True)).abs()
+    error = (channel_dot(a, b).double() - products.sum(-1, keepdim=True)).abs()
     assert (error <= 1e-5 * products.abs().sum(-1, keepdim=True)).all()
 
 
@@ -299,8 +300,9 @@ def rescaled_last_step(sigmas, seed=0):
     g = torch.Generator().manual_seed(seed)
     n = len(steps.grid) - 1       # the last solver step, σ_{N−1} → σ_N
     x = torch.randn((1, 4, 64, 64), generator=g) * steps.grid[n - 1]
-    m0, m1 = (torch.randn((1, 4, 4096), generator=g) for _ in range(2))
-    return steps, steps.last(n, x.flatten(2), m0, m1)
+    for _ in range(2):   # D_{N−2}, then D_{N−1}
+        steps.remember(torch.randn((1, 4, 4096), generator=g))
+    return steps, steps.last(n, x.flatten(2))
 
 
 def test_a_rescaled_state_beyond_the_latents_dtype_is_named_as_the_cause(caplog):
