@@ -89,10 +89,8 @@ def run(args, argv) -> dict:
         print("[bench] cost per step (trivial model) and peak memory", flush=True)
         cost_samplers = [s for s in samplers if cs.is_evodiff(s)] + list(cost.BASELINES)
         cost_records = cost.run_cost(samplers=cost_samplers, repeats=settings.cost_repeats)
-    seconds = stamp.seconds()
-    return dict(command=stamp.command, header=stamp.header(settings.describe(), seconds), seconds=seconds,
-                settings=settings, seed=settings.seeds[0], references=matrix.summaries(UNGUIDED, settings),
-                quality=records, cost=cost_records)
+    return stamp.results(settings.describe(), settings=settings, seed=settings.seeds[0],
+                         references=matrix.summaries(UNGUIDED, settings), quality=records, cost=cost_records)
 
 
 def main(argv=None) -> int:

@@ -24,7 +24,7 @@ import torch
 
 from . import comfy_samplers as cs
 from .cells import HELDOUT_SEED, Cell, Settings
-from .common import DOCS, OUT, machine, md_table, quiet, read_json, write_json
+from .common import DOCS, OUT, machine, md_table, quiet, read_json, silent, write_json
 from .problems import labels_for, noise_for, problem
 from .matrix import denoiser, score, solution
 from .verdicts import judge
@@ -73,7 +73,7 @@ def calibrated_sampler(shift: float) -> str:
     return f"{cs.EVODIFF_PREFIX}@shift={shift:g}"
 
 
-def bench_points(cells, settings: Settings, records: list, against_data: bool = False, progress=None) -> list:
+def bench_points(cells, settings: Settings, records: list, against_data: bool = False, progress=silent) -> list:
     """The CALIBRATED_COLUMN points of scripts/bench: per cell and NFE the node's calibration on
     CALIBRATION_SEED, sampled on the run's own (other) seed. Judged against the run's ``records``
     of the same points, whose own verdicts stay as they were."""
@@ -86,8 +86,7 @@ def bench_points(cells, settings: Settings, records: list, against_data: bool = 
                 points.append(score(cell, calibrated_sampler(cal["shift"]), nfe, solved, against_data,
                                     sigmas=cal["sigmas"], name=CALIBRATED_COLUMN))
                 points[-1].update(calibration_calls=cal["calls"], shift=cal["shift"], chosen=cal["chosen"])
-                if progress:
-                    progress(points[-1])
+                progress(points[-1])
     judge([dict(r) for r in records] + points)   # copies: only the new points get verdicts here
     return points
 

@@ -26,7 +26,7 @@ from .verdicts import good, summarize
 
 def default_samplers() -> tuple[str, ...]:
     """The pack's KSampler 'evodiff', then every deterministic ComfyUI sampler available."""
-    return (cs.EVODIFF_PREFIX,) + cs.BUILTIN_SAMPLERS + cs.extra_deterministic_samplers()
+    return (cs.EVODIFF_PREFIX,) + cs.BUILTIN_SAMPLERS + cs.offered(cs.EXTRA_DETERMINISTIC)
 
 
 def progress(r) -> None:
@@ -57,18 +57,16 @@ def main(argv=None) -> int | None:
         print(f"[stress] cannot run: {missing}", file=sys.stderr)
         return 2
     refs = matrix.summaries(cells, settings)
-    seconds = stamp.seconds()
-    head = stamp.header(settings.describe(f"{len(cells)} cells, "), seconds)
+    verdicts = summarize(records, refs)
+    results = stamp.results(settings.describe(f"{len(cells)} cells, "), settings=settings, seed=settings.seeds[0],
+                            cells=[cell.axes() | {"name": cell.name} for cell in cells], references=refs,
+                            summary=verdicts, records=records)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.md").write_text(stress_report.markdown(
-        records, refs, head, f"EVODiff stress matrix ({'full' if args.full else 'quick'})"))
-    verdicts = summarize(records, refs)
-    write_json(out / "results.json", dict(
-        command=stamp.command, header=head, seconds=seconds, settings=settings, seed=settings.seeds[0],
-        cells=[cell.axes() | {"name": cell.name} for cell in cells], references=refs, summary=verdicts,
-        records=records))
+        records, refs, results["header"], f"EVODiff stress matrix ({'full' if args.full else 'quick'})"))
+    write_json(out / "results.json", results)
     print(f"\n{stress_report.summary_text(verdicts)}\n\n[stress] wrote {out}/report.md and results.json in "
-          f"{seconds:.0f} s")
+          f"{results['seconds']:.0f} s")
 
 
 if __name__ == "__main__":

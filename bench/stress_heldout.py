@@ -104,17 +104,15 @@ def main(argv=None) -> None:
     stamp = Stamp("python -m bench.stress_heldout", [])
     cells = TUNING_CELLS + VALIDATION_CELLS
     records = matrix.run(cells, HELDOUT_SAMPLERS, HELDOUT)
-    seconds = stamp.seconds()
     settings = HELDOUT.describe(f"{len(TUNING_CELLS)} tuning and {len(VALIDATION_CELLS)} validation cells, ",
                                 seed="held-out seed")
-    write_json(RESULTS, dict(command=stamp.command, header=stamp.header(settings, seconds), seconds=seconds,
-                             records=records, references=matrix.summaries(cells, HELDOUT)))
+    write_json(RESULTS, stamp.results(settings, records=records, references=matrix.summaries(cells, HELDOUT)))
     results = read_json(RESULTS)   # what --from-results reads: non-finite values are null
     render(results)
     for name in SETS:
         print(f"[{name}]\n" + stress_report.summary_text(summarize(of_set(records, name))))
     print(f"{figures.headline_reading(figures.guided_aggregate(of_set(records, 'tuning')))}\n[stress] wrote "
-          f"docs/stress.md, {shown(figures.HEADLINE)} and the cell figures in {seconds:.0f} s")
+          f"docs/stress.md, {shown(figures.HEADLINE)} and the cell figures in {results['seconds']:.0f} s")
 
 
 if __name__ == "__main__":

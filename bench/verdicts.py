@@ -3,7 +3,7 @@
 * **Noise rule** (``compare``): a difference between two samplers counts only beyond NOISE_FACTOR x
   their combined split-half noise sqrt(noise_a^2 + noise_b^2); smaller ones are ties.
 * **Best of all** (``is_best``): a good run's score is at or below the lowest of the others it is
-  held against (every built-in sampler of the point: EVODiff variants and earlier defaults are no rivals); no noise check.
+  held against (every built-in sampler of the point, not other EVODiff samplers); no noise check.
 * **Diverged** (``is_diverged``): FD above BASELINE's (Euler's) at the same point; a non-finite or
   failed run has always diverged.
 * **Tuning / validation** (``SET_WORDS``): the held-out run's two cell sets (bench.cells.SETS).
@@ -15,7 +15,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .common import EVODIFF_PREFIX, fmt, is_evodiff
+from .common import EVODIFF_PREFIX, fmt, is_evodiff, md_table
 from .metrics import metric_score
 
 BASELINE = "euler"     # a sampler worse than this one at the same NFE has diverged
@@ -44,14 +44,13 @@ def compare(record: dict, rival: dict, metric: str) -> str:
 
 
 def outcome(record: dict, rival: dict, metric: str = "fd") -> str:
-    """'won', 'tie' or 'lost' by the noise rule; a failed run loses to a good one."""
+    """compare() in OUTCOMES's words; a failed run loses to a good one."""
     if not (good(record) and good(rival)):
         return "tie" if good(record) == good(rival) else ("won" if good(record) else "lost")
     return OUTCOMES[compare(record, rival, metric)]
 
 
 def lowest(records, metric: str) -> float:
-    """The best score among records (infinite when none ran well)."""
     return min((score(r, metric) for r in records), default=math.inf)
 
 
@@ -61,15 +60,12 @@ def is_best(record: dict, others: list[dict], metric: str) -> bool:
 
 
 def rank(record: dict, others: list[dict], metric: str) -> int:
-    """1 + how many of the others score strictly better (1 = best; no noise check)."""
+    """1 = best; no noise check."""
     return 1 + sum(score(o, metric) < score(record, metric) for o in others)
 
 
 def is_diverged(record: dict, baseline: dict) -> bool:
-    """FD above the baseline's at the same point; a failed or non-finite run always diverged."""
-    if not good(record):
-        return True
-    return good(baseline) and record["fd"] > baseline["fd"]
+    return not good(record) or good(baseline) and record["fd"] > baseline["fd"]
 
 
 def by_point(records) -> dict[tuple, dict[str, dict]]:
@@ -82,8 +78,7 @@ def by_point(records) -> dict[tuple, dict[str, dict]]:
 
 def judge(records: list[dict], baseline: str = BASELINE, rival: str = RIVAL) -> list[dict]:
     """Add the verdicts to records (in place, also returned): diverged, and for EVODiff samplers vs_rival
-    and best_of_all (by FD, against every built-in sampler of the point: other EVODiff variants and
-    earlier defaults are not rivals)."""
+    and best_of_all (by FD)."""
     for group in by_point(records).values():
         builtins = [o for n, o in group.items() if not is_evodiff(n)]
         for name, r in group.items():
@@ -95,8 +90,7 @@ def judge(records: list[dict], baseline: str = BASELINE, rival: str = RIVAL) -> 
 
 
 def against(records: list[dict], other: str, sampler: str = EVODIFF_PREFIX) -> dict[str, list[str]]:
-    """{'won' | 'tie' | 'lost': ['<cell> @<NFE>', ...]}: ``sampler`` against ``other`` at every point
-    both ran, by outcome()."""
+    """{outcome: ['<cell> @<NFE>', ...]}: ``sampler`` against ``other`` at every point both ran."""
     found = {"won": [], "tie": [], "lost": []}
     for (cell, nfe), group in by_point(records).items():
         if sampler in group and other in group:
@@ -105,8 +99,8 @@ def against(records: list[dict], other: str, sampler: str = EVODIFF_PREFIX) -> d
 
 
 def comparisons(records, metric: str, sampler: str, rival: str = RIVAL) -> dict[str, dict[str, list[int]]]:
-    """{cell: {'better': [NFE...], 'worse': [...], 'tie': [...], 'best': [...], 'measured': [...]}}
-    of sampler against rival; 'best': the NFEs where it is best of all against every built-in."""
+    """{cell: {'better' | 'worse' | 'tie' | 'best' | 'measured': [NFE, ...]}} of sampler against rival;
+    'best': where it is best of all."""
     out = {}
     for (cell, nfe), group in sorted(by_point(records).items(), key=lambda kv: kv[0][1]):
         found = out.setdefault(cell, {"better": [], "worse": [], "tie": [], "best": [], "measured": []})
@@ -183,6 +177,16 @@ def entry(record: dict, value: str, column: list[dict], dagger: bool = True) -> 
     return text + (f" @{record['nfe']}" if record["nfe"] != record["nfe_target"] else "")
 
 
+def pivot(records, value: str, key: str, cols=None, head=str, dagger: bool = True) -> str:
+    """Rows = samplers, columns = the records' values of ``key`` (or ``cols``), entries by entry()."""
+    cols = cols or list(dict.fromkeys(r[key] for r in records))
+    at = {(r["sampler"], r[key]): r for r in records}
+    column = {c: [r for r in records if r[key] == c] for c in cols}
+    rows = [[s] + [entry(at[(s, c)], value, column[c], dagger) if (s, c) in at else "" for c in cols]
+            for s in dict.fromkeys(r["sampler"] for r in records)]
+    return md_table(["sampler", *map(head, cols)], rows, "l" + "r" * len(cols))
+
+
 def nfe_words(nfes, measured=()) -> str:
     """[5, 6, 8] -> '5, 6 and 8 NFE'; a run of three or more consecutive measured NFEs is written
     '5–20', and all of them 'every NFE'."""
@@ -215,8 +219,7 @@ def in_words(found: dict) -> str:
 
 
 def outcome_words(rs: list[dict]) -> list[str]:
-    """One sampler's points in a cell (records through judge()): where it won, lost and tied against
-    the rival, and where its FD was the lowest of all."""
+    """One sampler's judged points in a cell: where it won, lost and tied, and where it was best of all."""
     measured = [r["nfe_target"] for r in rs if r.get("vs_rival")]
     at = lambda verdict: [r["nfe_target"] for r in rs if r.get("vs_rival") == verdict]  # noqa: E731
     parts = [f"{word} {nfe_words(at(verdict), measured)}" for verdict, word in
@@ -233,5 +236,6 @@ def rules_text() -> str:
             f"solution of the guided ODE D = D_u + w·(D_c − D_u)). *Diverged* (†): FD above {BASELINE}'s at the "
             f"same NFE, or a non-finite/failed run (✗). *{RIVAL} verdict*: a tie when |FD difference| ≤ "
             f"{NOISE_FACTOR:g} × sqrt(noise₁² + noise₂²) (split-half standard errors), otherwise won or lost. "
-            f"*Best of all*: the lowest FD of every built-in sampler at that point (no noise check; other EVODiff variants and earlier defaults are no rivals). "
+            f"*Best of all*: the lowest FD of every built-in sampler at that point (no noise check; other "
+            f"EVODiff variants and earlier defaults are no rivals). "
             f"`@n`: the NFE actually used when the target is not reachable (heun and friends).")
