@@ -1,8 +1,7 @@
 """What the benchmark measures: cells (problem x model x scheduler x cfg), their catalogues, run settings, records.
 
-Every benchmark is a list of cells over the same machinery (bench.matrix): ``UNGUIDED`` (`scripts/bench`),
-``full_cells()`` / ``QUICK_CELLS`` (the stress matrix), ``SETS`` (the held-out run's tuning and validation sets).
-"""
+Every benchmark is a list of cells over bench.matrix: UNGUIDED (`scripts/bench`), full_cells() and QUICK_CELLS
+(the stress matrix), SETS (the held-out run's tuning and validation sets)."""
 from __future__ import annotations
 
 import argparse
@@ -26,7 +25,7 @@ def schedule_name(family: str, scheduler: str) -> str:
 class Cell:
     """A problem under a guidance scale (guided problems only) and a ComfyUI model + scheduler."""
     problem: str        # a bench.problems.PROBLEMS key: "mixture", "mixture-cfg", "digits", "digits-cfg", ...
-    family: str         # a bench.comfy_samplers.FAMILIES key: "eps", "edm", "flow", "flow1", "flow3", ...
+    family: str         # a bench.comfy_samplers.FAMILIES key or flow<shift>: "eps", "edm", "flow", "flow3", ...
     scheduler: str      # a comfy.samplers scheduler name
     cfg: float | None = None
     label: str | None = field(default=None, compare=False)   # a name other than the stress matrix's
@@ -43,7 +42,7 @@ class Cell:
         return f"{self.problem}{guidance}, {schedule_name(self.family, self.scheduler)}"
 
     def axes(self) -> dict:
-        """problem, family, scheduler, cfg: the fields every record of the cell carries."""
+        """The fields every record of the cell carries."""
         return {k: v for k, v in asdict(self).items() if k != "label"}
 
 
@@ -108,7 +107,6 @@ HELDOUT_SAMPLERS = (EVODIFF_PREFIX, *PREVIOUS, "evodiff:improved@shift=0", "evod
 
 
 def of_set(records: list[dict], name: str) -> list[dict]:
-    """The records of one of SETS's cell lists."""
     cells = {c.name for c in SETS[name]}
     return [r for r in records if r["cell"] in cells]
 
@@ -126,7 +124,7 @@ class Settings:
         return replace(self, seeds=(seed,))
 
     def describe(self, cells: str = "", seed: str = "seed") -> str:
-        """The header's settings line; ``cells``: what is run, e.g. '6 cells, '."""
+        """The header's settings line; ``cells``: e.g. '6 cells, '."""
         seeds = ", ".join(map(str, self.seeds))
         return (f"{cells}NFE {list(self.nfes)}, {self.n_samples} samples per cell ({seed} {seeds}), "
                 f"exact ODE: RK4 with {self.ode_steps} steps in log sigma")
@@ -140,7 +138,6 @@ HELDOUT = Settings(nfes=(5, 6, 8, 10, 15, 20, 30), n_samples=384, ode_steps=100,
 
 
 def add_seed_arguments(parser: argparse.ArgumentParser) -> None:
-    """--seed N or --heldout, both into args.seed."""
     seeds = parser.add_mutually_exclusive_group()
     seeds.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     seeds.add_argument("--heldout", dest="seed", action="store_const", const=HELDOUT_SEED,
@@ -148,9 +145,8 @@ def add_seed_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 class Point(TypedDict, total=False):
-    """One sampler at one NFE on one cell, keyed by (sampler, cell, nfe_target): a row of results.json.
-    A run on given sigmas is one more sampler column under a name of its own (a calibrated schedule,
-    'evodiff:calibrated': bench.matrix.score with ``sigmas`` and ``name``, bench.calibration.bench_points)."""
+    """One sampler at one NFE on one cell, keyed by (sampler, cell, nfe_target): a row of results.json. A run
+    on given sigmas is one more sampler column under its own name ('evodiff:calibrated', bench.calibration)."""
     sampler: str
     cell: str                   # Cell.name; the cell's axes follow
     problem: str

@@ -1,8 +1,7 @@
 """The benchmark's figures: the README's headline panel and the per-cell small multiples.
 
-Every figure is drawn for a reader at GitHub width: 8 inches wide at 150 dpi, so shown about
-800 px wide every font is at least 12 pt at 100 dpi. The default EVODiff sampler is the thick
-black line on top; the rival (dpmpp_2m) is blue, Euler faint grey, the other samplers muted.
+Drawn for GitHub width: 8 inches at 150 dpi, shown about 800 px wide, so every font is at least 12 pt.
+The default EVODiff sampler is the thick black line on top; dpmpp_2m blue, Euler grey, the rest muted.
 """
 from __future__ import annotations
 
@@ -17,7 +16,7 @@ from .verdicts import BASELINE, RIVAL, by_point, lowest, nfe_words, score
 HEADLINE = DOCS / "evodiff_headline.png"      # the README's figure, drawn by `python -m bench.stress_heldout`
 HEADLINE_ALT = "Guided sampling: FD to the exact solution by NFE (lower is better) for evodiff, dpmpp_2m, " \
                "the best built-in per problem and euler"
-WIDTH_IN = 8.0        # inches; shown ~800 px wide, so 1 pt at 100 dpi = 1 pt here
+WIDTH_IN = 8.0
 DPI = 150
 FONT = 13             # every label; titles are larger, nothing is smaller than 12
 
@@ -30,7 +29,7 @@ OTHER_STYLE = dict(color="0.8", lw=1.0, zorder=1)
 
 
 def pyplot():
-    """matplotlib's pyplot, headless, with the fonts every figure here uses."""
+    """Headless, with the fonts of every figure here."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -51,8 +50,8 @@ def _nfe_axis(ax, nfes):
 
 
 def save(fig, path: Path):
-    """PNG with a 256-colour palette (a third of the bytes, the same look); no version string in
-    the metadata, so the same figure gives the same bytes on every run."""
+    """PNG with a 256-colour palette (a third of the bytes, the same look) and no version string, so
+    the same figure gives the same bytes on every run."""
     import io
 
     import matplotlib.pyplot as plt
@@ -71,13 +70,11 @@ def geometric_mean(values) -> float:
 
 
 def guided_aggregate(records, sampler: str = EVODIFF_PREFIX, value: str = "fd") -> dict:
-    """The headline's numbers from stress records, over the guided cells (cfg set):
+    """The headline's numbers over the guided cells: {'cells', 'nfes', 'builtins', 'lines', 'best_single'}.
 
-    {'cells', 'nfes', 'builtins', 'lines': {name: [geometric mean of FD per NFE]}, 'best_single'}:
-    lines for sampler, RIVAL, BASELINE and 'best built-in', the last taking, in each cell at each
-    NFE, the lowest FD of every built-in sampler run there (an oracle that always picks right);
-    best_single: per NFE, (name, value) of the one built-in with the lowest geometric mean. A
-    failed or non-finite run counts as an infinite FD, so its sampler's mean is infinite there.
+    lines: {name: [geometric mean of FD per NFE]} for sampler, RIVAL, BASELINE and 'best built-in', the
+    lowest FD of every built-in at each cell and NFE (an oracle); best_single: per NFE, (name, value) of
+    the built-in with the lowest mean. A failed run counts as infinite FD.
     """
     guided = [r for r in records if r.get("cfg") is not None]
     cells = list(dict.fromkeys(r["cell"] for r in guided))
@@ -97,7 +94,7 @@ def guided_aggregate(records, sampler: str = EVODIFF_PREFIX, value: str = "fd") 
 
 
 def headline_reading(agg: dict, sampler: str = EVODIFF_PREFIX) -> str:
-    """The figure in one sentence: at which NFEs the sampler's line is below or above the others."""
+    """The figure in one sentence."""
     nfes, mine = agg["nfes"], agg["lines"][sampler]
 
     def against(name):
@@ -114,7 +111,6 @@ def headline_reading(agg: dict, sampler: str = EVODIFF_PREFIX) -> str:
 
 
 def headline_caption(cells=TUNING_CELLS, samplers=HELDOUT_SAMPLERS) -> str:
-    """One sentence that says what each line is and how the cells are combined."""
     n_cells, n_builtins = sum(c.cfg is not None for c in cells), sum(not is_evodiff(s) for s in samplers)
     return (f"FD between each sampler's samples and the exact ODE solution's from the same noise (lower is "
             f"better), as the geometric mean over the {n_cells} guided problems of the held-out stress run "
@@ -124,7 +120,7 @@ def headline_caption(cells=TUNING_CELLS, samplers=HELDOUT_SAMPLERS) -> str:
 
 
 def headline_figure(records, path: Path, sampler: str = EVODIFF_PREFIX) -> dict:
-    """The README's one panel (guided cells, see guided_aggregate); returns the aggregate drawn."""
+    """The README's one panel; returns the aggregate drawn."""
     agg = guided_aggregate(records, sampler)
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(WIDTH_IN, 5.0))
@@ -145,8 +141,7 @@ def headline_figure(records, path: Path, sampler: str = EVODIFF_PREFIX) -> dict:
 
 
 def _styles(samplers, emphasised: str) -> dict[str, tuple[dict, str | None]]:
-    """{sampler: (line style, legend label or None for the muted crowd)}; the other EVODiff variants
-    take VARIANT_COLORS in the order they come (again from the first when there are more)."""
+    """{sampler: (line style, legend label or None for the muted crowd)}."""
     variants = itertools.cycle(VARIANT_COLORS)
     named = {RIVAL: (RIVAL_STYLE, RIVAL), BASELINE: (BASELINE_STYLE, BASELINE),
              emphasised: (EMPHASIS, f"{emphasised} (default)")}

@@ -171,8 +171,10 @@ def guided_denoiser(family: str, labels: torch.Tensor, cfg: float, path: Path = 
     computes it, cond and uncond in one batch, and D_c alone at cfg = 1. ``family``: "eps" or "ve"
     (x = x0 + sigma eps), or "flow" (x = (1 - sigma) x0 + sigma eps); ``path``: which conditional net.
     """
+    if family not in ("eps", "ve", "flow"):
+        raise ValueError(f"unknown family {family!r}; expected 'eps', 've' or 'flow'")
     net = load_conditional(path)
-    denoise = net.denoise_flow if _is_flow(family) else net.denoise_ve
+    denoise = net.denoise_flow if family == "flow" else net.denoise_ve
     labels = torch.as_tensor(labels, dtype=torch.long).flatten()
     both = torch.cat([labels, torch.full_like(labels, NULL_LABEL)])
     skip_uncond = math.isclose(cfg, 1.0)
@@ -188,12 +190,6 @@ def guided_denoiser(family: str, labels: torch.Tensor, cfg: float, path: Path = 
         return uncond + (cond - uncond) * cfg
 
     return guided
-
-
-def _is_flow(family: str) -> bool:
-    if family not in ("eps", "ve", "flow"):
-        raise ValueError(f"unknown family {family!r}; expected 'eps', 've' or 'flow'")
-    return family == "flow"
 
 
 def train_denoiser(steps: int = 12000, batch: int = 512, seed: int = 0,

@@ -86,10 +86,6 @@ def summaries(cells, settings: Settings) -> list[dict]:
                  fd_data=s.fd_data, seconds=s.seconds) for c, s in solved.items()]
 
 
-def _fd(features: torch.Tensor, reference_features: torch.Tensor) -> float:
-    return frechet_distance(*moments(features), *moments(reference_features))
-
-
 def score(cell: Cell, sampler: str, nfe: int, solved: Solution, against_data: bool = False,
           sigmas: torch.Tensor | None = None, name: str | None = None) -> Point:
     """One sampler at one NFE on one cell; ``sigmas``: run on this list instead of the scheduler's
@@ -117,7 +113,8 @@ def score(cell: Cell, sampler: str, nfe: int, solved: Solution, against_data: bo
 
 def _scores(prob, x: torch.Tensor, solved: Solution, against_data: bool) -> dict:
     feats = prob.features(x)
-    out = dict(fd=solved.target(feats), fd_noise=split_half_noise(_fd, feats, solved.features),
+    fd = lambda f, rf: frechet_distance(*moments(f), *moments(rf))  # noqa: E731
+    out = dict(fd=solved.target(feats), fd_noise=split_half_noise(fd, feats, solved.features),
                rms=rms_error(x, solved.x), rms_noise=split_half_noise(rms_error, x, solved.x))
     if solved.components is not None:
         out["changed"] = changed_component(prob.components(x), solved.components)

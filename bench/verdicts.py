@@ -1,13 +1,11 @@
 """The verdict rules every report states, and their words: noise, best of all, divergence, tuning/validation.
 
-* **Noise rule** (``compare``): a difference between two samplers counts only beyond NOISE_FACTOR x
-  their combined split-half noise sqrt(noise_a^2 + noise_b^2); smaller ones are ties.
-* **Best of all** (``is_best``): a good run's score is at or below the lowest of the others it is
-  held against (every built-in sampler of the point, not other EVODiff samplers); no noise check.
-* **Diverged** (``is_diverged``): FD above BASELINE's (Euler's) at the same point; a non-finite or
-  failed run has always diverged.
-* **Tuning / validation** (``SET_WORDS``): the held-out run's two cell sets (bench.cells.SETS).
-Renderers take the outcomes and their words from here and only lay them out.
+* **Noise rule** (``compare``): a difference counts only beyond NOISE_FACTOR x the combined split-half
+  noise sqrt(noise_a^2 + noise_b^2); smaller ones are ties.
+* **Best of all** (``is_best``): a good run at or below the lowest score of every built-in sampler of
+  the point (other EVODiff samplers are no rivals); no noise check.
+* **Diverged** (``is_diverged``): FD above BASELINE's at the same point, or a non-finite or failed run.
+Renderers take the outcomes and their words (SET_WORDS, OUTCOMES, ...) from here and only lay them out.
 """
 from __future__ import annotations
 
@@ -27,7 +25,7 @@ OUTCOMES = {"better": "won", "worse": "lost", "tie": "tie"}     # compare()'s wo
 
 
 def good(record: dict) -> bool:
-    """Finite output and no exception: a run that can be scored."""
+    """A run that can be scored."""
     return record["finite"] and record.get("error") is None
 
 
@@ -37,7 +35,7 @@ def score(record: dict, metric: str) -> float:
 
 
 def compare(record: dict, rival: dict, metric: str) -> str:
-    """'better', 'worse' or 'tie': a difference counts beyond NOISE_FACTOR x the combined noise."""
+    """'better', 'worse' or 'tie' by the noise rule."""
     noise = NOISE_FACTOR * math.hypot(record[f"{metric}_noise"], rival[f"{metric}_noise"])
     diff = metric_score(metric, record[metric]) - metric_score(metric, rival[metric])
     return "better" if diff < -noise else "worse" if diff > noise else "tie"
@@ -55,7 +53,7 @@ def lowest(records, metric: str) -> float:
 
 
 def is_best(record: dict, others: list[dict], metric: str) -> bool:
-    """The one best-of-all rule: a good run at or below the lowest score of the others (no noise check)."""
+    """The one best-of-all rule."""
     return good(record) and bool(others) and score(record, metric) <= lowest(others, metric)
 
 
@@ -119,7 +117,7 @@ def tally(found: dict) -> dict[str, int]:
 
 
 def too_noisy(count: dict[str, int]) -> bool:
-    """Most points of a quick run tie: the run cannot separate the samplers."""
+    """Most points tie: the run cannot separate the samplers."""
     return count["tie"] * 2 > sum(count.values())
 
 
@@ -188,8 +186,7 @@ def pivot(records, value: str, key: str, cols=None, head=str, dagger: bool = Tru
 
 
 def nfe_words(nfes, measured=()) -> str:
-    """[5, 6, 8] -> '5, 6 and 8 NFE'; a run of three or more consecutive measured NFEs is written
-    '5–20', and all of them 'every NFE'."""
+    """[5, 6, 8] -> '5, 6 and 8 NFE'; three or more consecutive measured NFEs '5–20', all 'every NFE'."""
     nfes = sorted(nfes)
     if measured and nfes == sorted(measured):
         return "every NFE"
@@ -200,14 +197,12 @@ def nfe_words(nfes, measured=()) -> str:
             runs[-1].append(n)
         else:
             runs.append([n])
-    items = []
-    for run in runs:
-        items += [f"{run[0]}–{run[-1]}"] if len(run) >= 3 else [str(n) for n in run]
+    items = [item for run in runs for item in ([f"{run[0]}–{run[-1]}"] if len(run) >= 3 else map(str, run))]
     return (", ".join(items[:-1]) + " and " + items[-1] if len(items) > 1 else items[0]) + " NFE"
 
 
 def in_words(found: dict) -> str:
-    """One cell's comparison in plain words: 'better at 5–20 NFE; never worse'."""
+    """One cell of comparisons() in words: 'better at 5–20 NFE; never worse'."""
     better, worse, measured = found["better"], found["worse"], found["measured"]
     if not better and not worse:
         return "no difference beyond noise"
