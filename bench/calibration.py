@@ -66,19 +66,17 @@ def calibrated_sampler(shift: float) -> str:
     return f"{cs.EVODIFF_PREFIX}@shift={shift:g}"
 
 
-def bench_points(cells, settings: Settings, records: list, against_data: bool = False, progress=silent) -> list:
+def bench_points(cells, settings: Settings, records: list, against_data=False, progress=silent) -> list:
     """The CALIBRATED_COLUMN points of scripts/bench, sampled on the run's own seed and judged against
     the run's ``records``, whose own verdicts stay as they were."""
     points = []
     with quiet():
-        for cell in cells:
-            solved = solution(cell, settings)
-            for nfe in filter(BENCH_NFES.__contains__, settings.nfes):
-                cal = calibrate_cell(cell, nfe)
-                points.append(score(cell, calibrated_sampler(cal["shift"]), nfe, solved, against_data,
-                                    sigmas=cal["sigmas"], name=CALIBRATED_COLUMN))
-                points[-1].update(calibration_calls=cal["calls"], shift=cal["shift"], chosen=cal["chosen"])
-                progress(points[-1])
+        for cell, nfe in [(cell, nfe) for cell in cells for nfe in settings.nfes if nfe in BENCH_NFES]:
+            cal = calibrate_cell(cell, nfe)
+            points.append(score(cell, calibrated_sampler(cal["shift"]), nfe, solution(cell, settings),
+                                against_data, sigmas=cal["sigmas"], name=CALIBRATED_COLUMN))
+            points[-1].update(calibration_calls=cal["calls"], shift=cal["shift"], chosen=cal["chosen"])
+            progress(points[-1])
     judge([dict(r) for r in records] + points)   # copies: only the new points get verdicts here
     return points
 

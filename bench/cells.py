@@ -14,18 +14,11 @@ HELDOUT_SEED = 1000   # tune on seed 0, judge on this one
 GUIDED = ("mixture-cfg", "digits-cfg", "mixture-b-cfg", "digits-b-cfg")
 
 
-def schedule_name(family: str, scheduler: str) -> str:
-    label = {"eps": "SD1.5", "edm": "EDM", "flow": "flow s3"}.get(family)
-    if label is None and is_flow(family):
-        label = f"flow s{family[4:]}"
-    return f"{label or family} {scheduler}"
-
-
 @dataclass(frozen=True)
 class Cell:
     """A problem under a guidance scale (guided problems only) and a ComfyUI model + scheduler."""
     problem: str        # a bench.problems.PROBLEMS key: "mixture", "mixture-cfg", "digits", "digits-cfg", ...
-    family: str         # a bench.comfy_samplers.FAMILIES key or flow<shift>: "eps", "edm", "flow", "flow3", ...
+    family: str         # a bench.comfy_samplers.FAMILIES key or flow<shift>: "eps", "edm", "flow3", ...
     scheduler: str      # a comfy.samplers scheduler name
     cfg: float | None = None
     label: str | None = field(default=None, compare=False)   # a name other than the stress matrix's
@@ -39,7 +32,9 @@ class Cell:
         if self.label is not None:
             return self.label
         guidance = f" w={self.cfg:g}" if self.cfg is not None else ""
-        return f"{self.problem}{guidance}, {schedule_name(self.family, self.scheduler)}"
+        model = {"eps": "SD1.5", "edm": "EDM", "flow": "flow s3"}.get(self.family) or (
+            f"flow s{self.family[4:]}" if is_flow(self.family) else self.family)
+        return f"{self.problem}{guidance}, {model} {self.scheduler}"
 
     def axes(self) -> dict:
         """The fields every record of the cell carries."""
@@ -145,8 +140,8 @@ def add_seed_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 class Point(TypedDict, total=False):
-    """One sampler at one NFE on one cell, keyed by (sampler, cell, nfe_target): a row of results.json. A run
-    on given sigmas is one more sampler column under its own name ('evodiff:calibrated', bench.calibration)."""
+    """One sampler at one NFE on one cell, keyed by (sampler, cell, nfe_target): a row of results.json. A
+    run on given sigmas is one more sampler column under its own name ('evodiff:calibrated')."""
     sampler: str
     cell: str                   # Cell.name; the cell's axes follow
     problem: str

@@ -91,12 +91,9 @@ def all_samplers() -> tuple[str, ...]:
 
 @lru_cache(maxsize=None)
 def pack_module(name: str):
-    """A module of this pack's nodes/ (e.g. "sampler_function").
-
-    The pack's modules import ``..evodiff_core``, so they need the repository as a package. It is
-    made here without running the pack's __init__ (whose registration would put this copy into
-    ComfyUI's global sampler table for the rest of the process, under the test harness's feet).
-    """
+    """A module of this pack's nodes/, which import ``..evodiff_core``: the repository as a package, made
+    without running its __init__ (whose registration would put this copy into ComfyUI's global sampler
+    table for the rest of the process, under the test harness's feet)."""
     comfyui()
     package = "evodiff_bench_pack"
     if package not in sys.modules:
@@ -104,11 +101,6 @@ def pack_module(name: str):
         spec.submodule_search_locations = [str(PACK_DIR)]
         sys.modules[package] = importlib.util.module_from_spec(spec)
     return importlib.import_module(f"{package}.nodes.{name}")
-
-
-def pack_sampler_function():
-    """The function this pack registers as KSampler's "evodiff" (nodes/sampler_function.py)."""
-    return pack_module("sampler_function").sample_evodiff
 
 
 def sigmas_for(sampler: str, family: str, scheduler: str, steps: int) -> torch.Tensor:
@@ -122,14 +114,11 @@ def sigmas_for(sampler: str, family: str, scheduler: str, steps: int) -> torch.T
 
 
 def sampler_object(sampler: str, family: str):
-    """A real comfy.samplers.KSAMPLER for a built-in or an EVODiff name (bench.common.is_evodiff).
-
-    'evodiff' is the pack's KSampler registration (it detects the noise schedule from the model);
-    the others run a core directly, with the noise schedule the pack would detect.
-    """
+    """A real comfy.samplers.KSAMPLER for a built-in or an EVODiff name: 'evodiff' is the pack's KSampler
+    registration, the others run a core directly, with the noise schedule the pack would detect."""
     c = comfyui()
     if sampler == EVODIFF_PREFIX:  # what comfy.samplers.ksampler("evodiff") builds once registered
-        return c.samplers.KSAMPLER(pack_sampler_function())
+        return c.samplers.KSAMPLER(pack_module("sampler_function").sample_evodiff)
     options = {"noise_schedule": core_noise_schedule(family)}
     rule = cores.rule_of(sampler)
     if rule is not None:   # the current default with one of its rules off
@@ -150,12 +139,8 @@ def sampler_object(sampler: str, family: str):
 
 
 class CountingModel(analytic.CountingModel):
-    """Stands where CFGGuider stands: ``model(x, sigma, model_options=..., seed=...)`` -> denoised.
-
-    ``denoiser(x, sigma)`` is in ComfyUI's sigma convention for the family. Every call is counted,
-    and the attributes ComfyUI samplers read are real: ``inner_model.model_sampling`` and
-    ``model_patcher.get_model_object("model_sampling")``, from one real ModelPatcher.
-    """
+    """Stands where CFGGuider stands: ``model(x, sigma, model_options=..., seed=...)`` -> denoised. Every
+    call is counted, and what samplers read (``inner_model.model_sampling``, ``model_patcher``) is real."""
 
     cfg = 1.0  # what KSAMPLER.sample logs from a guider (0.33+); there is no CFG here
 
@@ -180,12 +165,8 @@ class Run:
 def run_sampler(sampler: str, family: str, scheduler: str, steps: int, denoiser,
                 noise: torch.Tensor, seed: int = 0, exact_float64: bool = True, sigmas=None,
                 callback=None) -> Run:
-    """Sample from ``noise`` (unit Gaussian) exactly as KSampler would, txt2img, no CFG.
-
-    The latent is float32 as in ComfyUI (uni_pc fails on float64 latents). ``sigmas``: a given
-    list instead of the scheduler's (as SamplerCustom runs one). ``callback``: KSAMPLER's, as
-    KSampler's preview passes one.
-    """
+    """Sample from ``noise`` (unit Gaussian) exactly as KSampler would, txt2img, no CFG, in float32 as in
+    ComfyUI; ``sigmas``: a given list (as SamplerCustom runs one); ``callback``: KSAMPLER's."""
     noise = noise.to(torch.float32)
     ms = model_sampling(family)
     if sigmas is None:
@@ -198,11 +179,8 @@ def run_sampler(sampler: str, family: str, scheduler: str, steps: int, denoiser,
 
 @lru_cache(maxsize=None)
 def steps_for_nfe(sampler: str, family: str, scheduler: str, nfe: int) -> tuple[int, int]:
-    """(steps, achieved NFE): the most steps whose measured NFE does not exceed ``nfe``.
-
-    Measured with a trivial model on a 2x2 latent; heun needs 2 calls per step but one on
-    the last, so an even target is not reachable and the achieved NFE is reported instead.
-    """
+    """(steps, achieved NFE): the most steps whose NFE, measured on a 2x2 latent, does not exceed ``nfe``
+    (heun's 2 calls a step but one on the last reach no even target)."""
     best = None
     for steps in range(1, nfe + 2):
         try:

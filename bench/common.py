@@ -62,8 +62,8 @@ def quiet(loggers=CHATTY):
             logging.getLogger(name).setLevel(level)
 
 
-def silent(record) -> None:
-    """The progress callback that shows nothing."""
+def silent(*_) -> None:
+    """A progress callback that shows nothing."""
 
 
 def fmt(value, digits=3) -> str:
@@ -130,20 +130,14 @@ def machine() -> str:
             f"torch {torch.__version__}, ComfyUI {version}, Python {platform.python_version()}")
 
 
-def core_digest() -> str:
-    """sha256 of evodiff_core/*.py: which solver code was measured, committed or not."""
-    digest = hashlib.sha256()
-    for path in sorted((ROOT / "evodiff_core").glob("*.py")):
-        digest.update(path.name.encode() + path.read_bytes())
-    return digest.hexdigest()[:12]
-
-
 class Stamp:
     """What a report's header says of its run: the command line, the solver code measured, its duration."""
 
     def __init__(self, prog: str, argv=None):
         self.command = " ".join([prog, *map(shlex.quote, argv if argv is not None else sys.argv[1:])])
-        self.digest = core_digest()      # taken when the run starts: the code it imported
+        # sha256 of evodiff_core/*.py when the run starts: which solver code was measured, committed or not
+        code = b"".join(p.name.encode() + p.read_bytes() for p in sorted(ROOT.glob("evodiff_core/*.py")))
+        self.digest = hashlib.sha256(code).hexdigest()[:12]
         self.start = time.perf_counter()
 
     def results(self, settings: str, **fields) -> dict:

@@ -64,18 +64,10 @@ def save(fig, path: Path):
     Image.open(buffer).convert("RGB").quantize(256).save(path, optimize=True)
 
 
-def geometric_mean(values) -> float:
-    values = list(values)
-    return math.exp(sum(math.log(v) for v in values) / len(values))
-
-
 def guided_aggregate(records, sampler: str = EVODIFF_PREFIX, value: str = "fd") -> dict:
-    """The headline's numbers over the guided cells: {'cells', 'nfes', 'builtins', 'lines', 'best_single'}.
-
-    lines: {name: [geometric mean of FD per NFE]} for sampler, RIVAL, BASELINE and 'best built-in', the
-    lowest FD of every built-in at each cell and NFE (an oracle); best_single: per NFE, (name, value) of
-    the built-in with the lowest mean. A failed run counts as infinite FD.
-    """
+    """The headline's numbers over the guided cells. lines: {name: [geometric mean of FD per NFE]} for
+    sampler, RIVAL, BASELINE and 'best built-in' (the lowest FD of every built-in at each cell and NFE);
+    best_single: per NFE, (name, value) of the built-in with the lowest mean. Failed runs count as inf."""
     guided = [r for r in records if r.get("cfg") is not None]
     cells = list(dict.fromkeys(r["cell"] for r in guided))
     nfes = sorted({r["nfe_target"] for r in guided})
@@ -83,8 +75,8 @@ def guided_aggregate(records, sampler: str = EVODIFF_PREFIX, value: str = "fd") 
     at = {(name, cell, nfe): score(r, value) for (cell, nfe), group in points.items() for name, r in group.items()}
     builtins = [s for s in dict.fromkeys(r["sampler"] for r in guided) if not is_evodiff(s)]
 
-    def line(pick):
-        return [geometric_mean(pick(cell, nfe) for cell in cells) for nfe in nfes]
+    def line(pick):   # the geometric mean over the cells, per NFE
+        return [math.exp(sum(math.log(pick(cell, nfe)) for cell in cells) / len(cells)) for nfe in nfes]
 
     lines = {name: line(lambda c, n, name=name: at[(name, c, n)]) for name in (sampler, RIVAL, BASELINE)}
     lines["best built-in"] = line(lambda c, n: lowest([r for b, r in points[(c, n)].items() if b in builtins], value))

@@ -60,11 +60,8 @@ class NoiseEmbedding(nn.Module):
 
 
 class EDMDenoiser(nn.Module):
-    """D(x; alpha, s[, label]) = c_skip x + c_out F(c_in x, c_noise[, label]) with F a residual MLP.
-
-    With ``classes > 0`` a label embedding joins the noise embedding at every layer (label ``classes``:
-    none); with ``classes = 0`` the net is the unconditional one of DENOISER_FILE.
-    """
+    """D(x; alpha, s[, label]) = c_skip x + c_out F(c_in x, c_noise[, label]) with F a residual MLP; with
+    ``classes`` a label embedding (label ``classes``: none) joins the noise embedding at every layer."""
 
     def __init__(self, dim: int = 64, hidden: int = 256, depth: int = 3, embed: int = 32,
                  classes: int = 0):
@@ -194,11 +191,8 @@ def guided_denoiser(family: str, labels: torch.Tensor, cfg: float, path: Path = 
 
 def train_denoiser(steps: int = 12000, batch: int = 512, seed: int = 0,
                    label_dropout: float | None = None) -> EDMDenoiser:
-    """EDM loss with log-kappa half uniform over KAPPA_RANGE, half EDM's N(-1.2, 1.2^2).
-
-    With ``label_dropout`` the net is class-conditional, each label NULL_LABEL at that rate; those draws
-    come last in each step, so the unconditional run draws exactly the numbers it always did.
-    """
+    """EDM loss with log-kappa half uniform over KAPPA_RANGE, half EDM's N(-1.2, 1.2^2); ``label_dropout``:
+    class-conditional, its draws last in each step, so the unconditional run draws what it always did."""
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     data, labels = digits_data()
@@ -216,17 +210,14 @@ def train_denoiser(steps: int = 12000, batch: int = 512, seed: int = 0,
         log_sigma = torch.where(torch.rand(batch, generator=gen) < 0.5, uniform, normal)
         sigma = log_sigma.exp().reshape(-1, 1, 1, 1)
         noisy = x0 + sigma * torch.randn(x0.shape, generator=gen)
-        cond = _drop_labels(labels[idx], label_dropout, gen) if conditional else None
+        cond = torch.where(torch.rand(batch, generator=gen) < label_dropout, NULL_LABEL, labels[idx]) \
+            if conditional else None
         weight = (sigma ** 2 + SIGMA_DATA ** 2) / (sigma * SIGMA_DATA) ** 2
         loss = _step(opt, (weight * (net(noisy, torch.ones_like(sigma), sigma, cond) - x0) ** 2).mean())
         sched.step()
         if step % 2000 == 0 or step == steps - 1:
             print(f"[{name}] step {step} loss {loss.item():.4f}", flush=True)
     return net.eval()
-
-
-def _drop_labels(labels: torch.Tensor, rate: float, gen: torch.Generator) -> torch.Tensor:
-    return torch.where(torch.rand(len(labels), generator=gen) < rate, NULL_LABEL, labels)
 
 
 def _step(opt, loss: torch.Tensor) -> torch.Tensor:

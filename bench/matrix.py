@@ -47,7 +47,9 @@ _solutions: dict = {}   # the cache of solution()
 def denoiser(cell: Cell, labels: torch.Tensor | None):
     """The cell's data prediction in its family's convention; guided: D_u + cfg (D_c - D_u)."""
     prob = problem(cell.problem)
-    return prob.denoiser(cell.family) if cell.cfg is None else prob.guided_denoiser(cell.family, labels, cell.cfg)
+    if cell.cfg is None:
+        return prob.denoiser(cell.family)
+    return prob.guided_denoiser(cell.family, labels, cell.cfg)
 
 
 def exact(cell: Cell, noise: torch.Tensor, labels: torch.Tensor | None, ode_steps: int) -> tuple[torch.Tensor, float]:

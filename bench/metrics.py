@@ -21,11 +21,6 @@ def moments(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return f.mean(0), torch.cov(f.T)
 
 
-def _sqrt_psd(matrix: torch.Tensor) -> torch.Tensor:
-    eigval, eigvec = torch.linalg.eigh((matrix + matrix.T) / 2)
-    return (eigvec * eigval.clamp_min(0).sqrt()) @ eigvec.T
-
-
 class FrechetTarget:
     """Fréchet distance to a fixed Gaussian N(mean, cov): |m - mean|^2 + tr(C) + tr(cov) - 2 tr((cov^1/2 C
     cov^1/2)^1/2), the symmetric form of tr((C cov)^1/2); cov^1/2 once, then one eigenproblem a distance."""
@@ -33,7 +28,8 @@ class FrechetTarget:
     def __init__(self, mean: torch.Tensor, cov: torch.Tensor):
         self.mean = mean.double()
         self.cov = cov.double()
-        self.cov_sqrt = _sqrt_psd(self.cov)
+        eigval, eigvec = torch.linalg.eigh((self.cov + self.cov.T) / 2)
+        self.cov_sqrt = (eigvec * eigval.clamp_min(0).sqrt()) @ eigvec.T
 
     def distance(self, mean: torch.Tensor, cov: torch.Tensor) -> float:
         mean, cov = mean.double(), cov.double()

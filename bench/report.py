@@ -1,4 +1,6 @@
-"""The unguided matrix's markdown (bench_out/report.md, docs/benchmarks.md) and the run's last line: layout only."""
+"""The unguided matrix's markdown (bench_out/report.md, docs/benchmarks.md) and the run's last line.
+
+Layout only: the comparisons come from bench.verdicts."""
 from __future__ import annotations
 
 from collections import Counter
@@ -15,7 +17,7 @@ METRIC_NAMES = {"excess_fd": "excess FD", "rms": "RMS error"}
 
 
 def table(records, value: str, columns: str = "cell", where=None) -> str:
-    """``value`` where the records match ``where``: rows = samplers, columns = cells or NFEs ("nfe_target")."""
+    """``value`` where the records match ``where``: rows = samplers, columns = cells or "nfe_target"."""
     return pivot([r for r in records if all(r[k] == v for k, v in (where or {}).items())], value, columns,
                  dagger=False)
 
@@ -177,9 +179,8 @@ def report_markdown(results: dict, title: str) -> str:
           "## Exact ODE solutions (convergence check by refinement)\n", references_table(results["references"]) + "\n",
           "## Run-to-run noise (split-half standard error)\n", noise_table(records) + "\n",
           "## Every EVODiff variant against dpmpp_2m\n", *variant_tables(records), ranks(records) + "\n",
-          "## Quality\n",
-          "### Excess FD (FD to the data minus the exact/converged ODE solution's; lower |value| is better)\n",
-          *excess_fd_tables(records)]
+          "## Quality\n", "### Excess FD (FD to the data minus the exact/converged ODE solution's; lower "
+          "|value| is better)\n", *excess_fd_tables(records)]
     for cell in dict.fromkeys(r["cell"] for r in records):
         md += [f"### {cell}\n", *cell_tables(records, cell)]
     if cost_records:

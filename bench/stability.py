@@ -19,10 +19,6 @@ from .common import md_table
 SLOPES = (-4.0, -2.0, -1.0, -0.5, 0.0, 0.5, 0.9)
 
 
-def _grid(h: float) -> list[float]:
-    return [10.0 * math.exp(-k * h) for k in range(5)]
-
-
 def euler_factor(s: float, h: float) -> float:
     rho = math.exp(-h)
     return abs(rho + (1 - rho) * s)
@@ -37,7 +33,7 @@ def dpmpp_2m_radius(s: float, h: float) -> float:
 
 def full_trust_radius(s: float, h: float) -> float:
     """improved.order2_step at μ = 0 with ν = 1 as a map (x, m0, m1) → (x', D_i, m0), on basis vectors."""
-    sw = improved.step_weights(_grid(h), "ve")[3]
+    sw = improved.step_weights([10.0 * math.exp(-k * h) for k in range(5)], "ve")[3]
     columns = []
     for k in range(3):
         basis = torch.zeros(3, 1, 1, dtype=torch.float64)

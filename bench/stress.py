@@ -51,9 +51,9 @@ def main(argv=None) -> int | None:
         return 2
     refs = matrix.summaries(cells, settings)
     verdicts = summarize(records, refs)
-    results = stamp.results(settings.describe(f"{len(cells)} cells, "), settings=settings, seed=settings.seeds[0],
-                            cells=[cell.axes() | {"name": cell.name} for cell in cells], references=refs,
-                            summary=verdicts, records=records)
+    results = stamp.results(settings.describe(f"{len(cells)} cells, "), settings=settings,
+                            seed=settings.seeds[0], cells=[c.axes() | {"name": c.name} for c in cells],
+                            references=refs, summary=verdicts, records=records)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.md").write_text(stress_report.markdown(
         records, refs, results["header"], f"EVODiff stress matrix ({'full' if args.full else 'quick'})"))

@@ -18,11 +18,12 @@ from .cells import HELDOUT, HELDOUT_SAMPLERS, PREVIOUS, SETS, TUNING_CELLS, VALI
 from .common import DOCS, OUT, Stamp, md_table, read_json, shown, write_json
 from .verdicts import SET_WORDS, against, summarize
 
-PAGES = {"tuning": (DOCS / "stress.md", "Written by `python -m bench.stress_heldout`, with the README's headline "
-                    "figure (evodiff_headline.png) and the cell figures; `scripts/bench --full` does not run it. "
+WRITTEN_BY = "Written by `python -m bench.stress_heldout`"
+PAGES = {"tuning": (DOCS / "stress.md", f"{WRITTEN_BY}, with the README's headline figure "
+                    "(evodiff_headline.png) and the cell figures; `scripts/bench --full` does not run it. "
                     "Do not edit by hand.\n\n"),
-         "validation": (DOCS / "stress-validation.md", "Written by `python -m bench.stress_heldout` (the validation "
-                        "set; the tuning set is in [stress.md](stress.md)). Do not edit by hand.\n\n")}
+         "validation": (DOCS / "stress-validation.md", f"{WRITTEN_BY} (the validation set; the tuning set "
+                        "is in [stress.md](stress.md)). Do not edit by hand.\n\n")}
 CELL_FIGURES = {"guided": DOCS / "stress_guided.png", "unguided": DOCS / "stress_unguided.png"}
 SUMMARY = DOCS / "stress-summary.json"   # the tuning set's verdict, which docs/benchmarks.md quotes
 RESULTS = OUT / "stress" / "heldout" / "results.json"
