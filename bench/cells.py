@@ -139,34 +139,17 @@ def add_seed_arguments(parser: argparse.ArgumentParser) -> None:
                        help=f"use the held-out seed {HELDOUT_SEED}")
 
 
-class Point(TypedDict, total=False):
-    """One sampler at one NFE on one cell, keyed by (sampler, cell, nfe_target): a row of results.json. A
-    run on given sigmas is one more sampler column under its own name ('evodiff:calibrated')."""
-    sampler: str
-    cell: str                   # Cell.name; the cell's axes follow
-    problem: str
-    family: str
-    scheduler: str
-    cfg: float | None
-    nfe_target: int
-    nfe: int                    # model calls, counted
-    steps: int
-    seeds: list[int]
-    n_samples: int
-    finite: bool
-    error: str | None           # the sampler's exception, else None
-    fd: float                   # FD to the exact solution's samples (inf when failed)
-    fd_noise: float             # its split-half noise
-    rms: float                  # RMS error against the exact solution
-    rms_noise: float
-    changed: int | None         # samples ending in another mixture component than the exact solution
-    fd_data: float              # with against_data: FD to the data ...
-    excess_fd: float            # ... minus the exact solution's
-    excess_fd_noise: float
-    seconds: float
-    diverged: bool | None       # the verdicts (bench.verdicts.judge)
-    vs_rival: str | None
-    best_of_all: bool
-    calibration_calls: int      # a calibrated point: the calibration's model calls, its shift and what it returned
-    shift: float
-    chosen: str
+# One sampler at one NFE on one cell, keyed by (sampler, cell, nfe_target): a row of results.json. A run
+# on given sigmas is one more sampler column under its own name ('evodiff:calibrated').
+Point = TypedDict("Point", {
+    "sampler": str, "cell": str, "problem": str, "family": str, "scheduler": str, "cfg": float | None,
+    "nfe_target": int, "nfe": int, "steps": int, "seeds": list[int], "n_samples": int,  # nfe: calls, counted
+    "finite": bool, "error": str | None,            # error: the sampler's exception
+    # FD to the exact solution's samples (inf when failed) and RMS error against it, with split-half noise
+    "fd": float, "fd_noise": float, "rms": float, "rms_noise": float,
+    "changed": int | None,      # samples ending in another mixture component than the exact solution
+    "fd_data": float, "excess_fd": float, "excess_fd_noise": float,  # against_data: FD to the data, - exact's
+    "seconds": float,
+    "diverged": bool | None, "vs_rival": str | None, "best_of_all": bool,    # bench.verdicts.judge
+    "calibration_calls": int, "shift": float, "chosen": str,    # a calibrated point: its calibration's result
+}, total=False)

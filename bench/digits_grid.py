@@ -68,11 +68,8 @@ def draw(grid: dict, path: Path, samplers=SAMPLERS, nfes=NFES, cfg: float = CELL
             ax = axes[i][j]
             x = grid[row] if row == "converged" else grid[(row, nfe)]
             ax.imshow(_strip(x).clamp(-1, 1).numpy(), cmap="gray_r", vmin=-1, vmax=1, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for side in ax.spines.values():
-                side.set_visible(row == "evodiff")   # a frame round the pack's own rows
-                side.set_linewidth(2.5)
+            ax.set(xticks=[], yticks=[])
+            ax.spines[:].set(visible=row == "evodiff", linewidth=2.5)   # a frame round the pack's own rows
             if row != "converged":
                 ax.set_xlabel(f"RMS to converged {rms_error(x, grid['converged']):.3f}", fontsize=12, labelpad=2)
             if i == 0:

@@ -41,9 +41,7 @@ def pyplot():
 
 
 def _nfe_axis(ax, nfes):
-    ax.set_xscale("log")
-    ax.set_xticks(nfes)
-    ax.set_xticklabels([str(n) for n in nfes])
+    ax.set(xscale="log", xticks=nfes, xticklabels=[str(n) for n in nfes])
     ax.minorticks_off()
     ax.set_yscale("log")
     ax.grid(alpha=0.3, which="major")
