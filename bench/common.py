@@ -140,10 +140,11 @@ class Stamp:
         self.digest = hashlib.sha256(code).hexdigest()[:12]
         self.start = time.perf_counter()
 
-    def results(self, settings: str, **fields) -> dict:
-        """What every results.json starts with (command, header, seconds), then ``fields``."""
+    def results(self, line: str, /, **fields) -> dict:
+        """What every results.json starts with (command, header, seconds), then ``fields``; ``line``: the
+        header's settings line."""
         seconds = time.perf_counter() - self.start
         date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         header = (f"Command: `{self.command}` — {date} — {seconds:.0f} s\n\n"
-                  f"Machine: {machine()}\n\nSettings: {settings}; evodiff_core/*.py sha256 {self.digest}\n")
+                  f"Machine: {machine()}\n\nSettings: {line}; evodiff_core/*.py sha256 {self.digest}\n")
         return dict(command=self.command, header=header, seconds=seconds, **fields)
