@@ -1,10 +1,7 @@
 """Main benchmark CLI (`scripts/bench`): quality per NFE and cost per step against ComfyUI's own samplers.
 
-Wall time on 2 cores shared with other jobs: the quick run about 1 min 45 s (1 min 35 s with
---no-cost), `--full` about 11 min (it also writes docs/benchmarks.md); scripts/setup adds about
-80 s the first time, while it builds .venv. The last line printed is the verdict.
-`--from-results PATH` re-renders report.md and the figures (and docs/benchmarks.md for a full
-run's results) from a results.json without running anything.
+On 2 shared cores the quick run takes about 1 min 45 s, `--full` about 11 min (it also writes
+docs/benchmarks.md). `--from-results PATH` re-renders from a results.json. The last line is the verdict.
 """
 from __future__ import annotations
 
@@ -41,13 +38,12 @@ def writes_docs(results: dict) -> bool:
 def render(results: dict, out: Path, docs: bool) -> list[Path]:
     """report.md and the figures into out; with docs, also docs/benchmarks.md and its figures."""
     records = results["quality"]
-    full = not report.is_quick(records)
     written = [out / "report.md"]
-    written[0].write_text(report.report_markdown(results, f"EVODiff benchmark ({'full' if full else 'quick'})"))
-    emphasised = report.default_variant()
+    written[0].write_text(report.report_markdown(
+        results, f"EVODiff benchmark ({'quick' if report.is_quick(records) else 'full'})"))
     for value, (ylabel, title) in FIGURES.items():
         written.append(out / f"benchmark_{value}.png")
-        figures.cells_figure(records, written[-1], value, ylabel, emphasised, title=title)
+        figures.cells_figure(records, written[-1], value, ylabel, report.default_variant(), title=title)
         if docs:  # the docs get the same bytes (figures are saved deterministically)
             written.append(shutil.copyfile(written[-1], DOCS / f"benchmarks_{value}.png"))
     if docs:
@@ -55,16 +51,12 @@ def render(results: dict, out: Path, docs: bool) -> list[Path]:
         pictures = [(digits_grid.ALT, digits_grid.CAPTION, digits_grid.OUT.name)]
         pictures += [(title, title + ", every sampler of this run.", f"benchmarks_{value}.png")
                      for value, (_, title) in FIGURES.items()]
-        DOCS_PAGE.write_text(report.benchmarks_markdown(results, headline, pictures, guided_summary()))
+        # the held-out stress run's verdict on its tuning set, in words (none before that run)
+        guided = stress_report.summary_text(Summary(**read_json(GUIDED_SUMMARY))) + "\n" \
+            if GUIDED_SUMMARY.is_file() else ""
+        DOCS_PAGE.write_text(report.benchmarks_markdown(results, headline, pictures, guided))
         written.append(DOCS_PAGE)
     return written
-
-
-def guided_summary() -> str:
-    """The held-out stress run's verdict on its tuning set, in words (empty before that run)."""
-    if not GUIDED_SUMMARY.is_file():
-        return ""
-    return stress_report.summary_text(Summary(**read_json(GUIDED_SUMMARY))) + "\n"
 
 
 def progress(r) -> None:
@@ -89,10 +81,8 @@ def run(args, argv) -> dict:
         print("[bench] cost per step (trivial model) and peak memory", flush=True)
         cost_samplers = [s for s in samplers if cs.is_evodiff(s)] + list(cost.BASELINES)
         cost_records = cost.run_cost(samplers=cost_samplers, repeats=settings.cost_repeats)
-    seconds = stamp.seconds()
-    return dict(command=stamp.command, header=stamp.header(settings.describe(), seconds), seconds=seconds,
-                settings=settings, seed=settings.seeds[0], references=matrix.summaries(UNGUIDED, settings),
-                quality=records, cost=cost_records)
+    return stamp.results(settings.describe(), settings=settings, seed=settings.seeds[0],
+                         references=matrix.summaries(UNGUIDED, settings), quality=records, cost=cost_records)
 
 
 def main(argv=None) -> int:

@@ -1,9 +1,6 @@
 """Ablation CLI: the default step against itself with one rule off, on both held-out sets (docs/variants.md §7).
 
-The samplers 'evodiff~<rule>' are bench.cores.SAMPLERS (each rule and what switching it off means
-is listed there), judged by the noise rule of docs/stress.md on the held-out run's cells.
-
-    python -m bench.ablation     # both sets of bench.stress_heldout -> bench_out/ablation/report.md
+The samplers 'evodiff~<rule>' of bench.cores, on bench.stress_heldout's cells: python -m bench.ablation
 """
 from __future__ import annotations
 

@@ -1,13 +1,9 @@
 """Calibration CLI: EVODiffCalibrate's schedules against the best built-in, on seeds the calibration never saw.
 
-Per cell (a bench problem under a ComfyUI model family, guided or not) and NFE, the schedule is
-calibrated on CALIBRATION_SEED's noise with ComfyUI's stock schedules as the guard's candidates
-(the node's own nodes/stock_schedules.py), then judged on cells.HELDOUT_SEED: the FD of
-calibrated evodiff to the exact solution's samples against every built-in sampler on every stock
-schedule (and on the AYS/GITS tables where the model's range has them). Transfer: the schedule
-calibrated at cfg c, sampled at cfg c ± 2, and the one calibrated on 8x8 digits, sampled on two
-digits side by side (``digits-wide``, another resolution of the same net), against karras +
-dpmpp_2m there. Calibrated evodiff runs at the shift the calibration returned with the schedule.
+Per cell and NFE the node's calibration runs on CALIBRATION_SEED's noise (ComfyUI's stock schedules as
+the guard's candidates); calibrated evodiff, at the shift it returned, is then judged on HELDOUT_SEED
+against every built-in sampler on every stock schedule and table. Transfer: the schedule calibrated at
+cfg c sampled at c ± 2, and the one of 8x8 digits sampled on ``digits-wide``, against karras + dpmpp_2m.
 
     python -m bench.calibration [--quick] [--out DIR]     # writes docs/calibration.md's tables
     python -m bench.calibration --from-results bench_out/calibration/results.json   # re-render only
@@ -24,7 +20,7 @@ import torch
 
 from . import comfy_samplers as cs
 from .cells import HELDOUT_SEED, Cell, Settings
-from .common import DOCS, OUT, machine, md_table, quiet, read_json, write_json
+from .common import DOCS, OUT, machine, md_table, quiet, read_json, silent, write_json
 from .problems import labels_for, noise_for, problem
 from .matrix import denoiser, score, solution
 from .verdicts import judge
@@ -42,16 +38,13 @@ CELLS = (Cell("digits", "eps", "karras"), *(Cell("digits-cfg", "eps", "karras", 
 TRANSFER = ((3.0, 1.0), (3.0, 5.0), (5.0, 3.0), (5.0, 7.0), (1.0, 3.0))   # (calibrated at, sampled at)
 RESOLUTION_TRANSFER = (Cell("digits", "eps", "karras"), Cell("digits-wide", "eps", "karras"))   # (from, to)
 STOCK = ("karras", "exponential", "simple", "beta", "kl_optimal", "normal", "sgm_uniform")
+MULTI_CALL = ("heun", "dpm_2", "heunpp2", "uni_pc", "uni_pc_bh2", "exp_heun_2_x0")   # not run on the tables
 FULL = Settings(nfes=(5, 6, 8, 10), n_samples=512, ode_steps=100, seeds=(HELDOUT_SEED,))
 QUICK = Settings(nfes=(5, 8), n_samples=256, ode_steps=60, seeds=(HELDOUT_SEED,))
 
 
-def one_call_per_step(sampler: str) -> bool:
-    return sampler not in ("heun", "dpm_2", "heunpp2", "uni_pc", "uni_pc_bh2", "exp_heun_2_x0")
-
-
 def calibrate_cell(cell: Cell, nfe: int) -> dict:
-    """The node's calibration for this cell's model at this NFE, on CALIBRATION_SEED's noise."""
+    """The node's calibration for this cell's model at this NFE."""
     from evodiff_core import calibrate
     from evodiff_core.calibrate import SHIFTS
 
@@ -69,38 +62,33 @@ def calibrate_cell(cell: Cell, nfe: int) -> dict:
 
 
 def calibrated_sampler(shift: float) -> str:
-    """The benchmark name of the default evodiff at the calibrated shift (what the node's SAMPLER is)."""
+    """The default evodiff at the calibrated shift (what the node's SAMPLER is)."""
     return f"{cs.EVODIFF_PREFIX}@shift={shift:g}"
 
 
-def bench_points(cells, settings: Settings, records: list, against_data: bool = False, progress=None) -> list:
-    """The CALIBRATED_COLUMN points of scripts/bench: per cell and NFE the node's calibration on
-    CALIBRATION_SEED, sampled on the run's own (other) seed. Judged against the run's ``records``
-    of the same points, whose own verdicts stay as they were."""
+def bench_points(cells, settings: Settings, records: list, against_data=False, progress=silent) -> list:
+    """The CALIBRATED_COLUMN points of scripts/bench, sampled on the run's own seed and judged against
+    the run's ``records``, whose own verdicts stay as they were."""
     points = []
     with quiet():
-        for cell in cells:
-            solved = solution(cell, settings)
-            for nfe in filter(BENCH_NFES.__contains__, settings.nfes):
-                cal = calibrate_cell(cell, nfe)
-                points.append(score(cell, calibrated_sampler(cal["shift"]), nfe, solved, against_data,
-                                    sigmas=cal["sigmas"], name=CALIBRATED_COLUMN))
-                points[-1].update(calibration_calls=cal["calls"], shift=cal["shift"], chosen=cal["chosen"])
-                if progress:
-                    progress(points[-1])
+        for cell, nfe in [(cell, nfe) for cell in cells for nfe in settings.nfes if nfe in BENCH_NFES]:
+            cal = calibrate_cell(cell, nfe)
+            points.append(score(cell, calibrated_sampler(cal["shift"]), nfe, solution(cell, settings),
+                                against_data, sigmas=cal["sigmas"], name=CALIBRATED_COLUMN))
+            points[-1].update(calibration_calls=cal["calls"], shift=cal["shift"], chosen=cal["chosen"])
+            progress(points[-1])
     judge([dict(r) for r in records] + points)   # copies: only the new points get verdicts here
     return points
 
 
 def fd_on(cell: Cell, sampler: str, exact, sigmas) -> float:
-    """FD to the exact solution's samples of one run on a given sigma list (inf if it breaks): the
-    calibrated schedule scored as one more sampler of the matrix."""
+    """FD to the exact solution's samples of one run on a given sigma list (inf if it breaks)."""
     return score(cell, sampler, len(sigmas) - 1, exact, sigmas=sigmas)["fd"]
 
 
 def best_builtin(cell: Cell, nfe: int, ref) -> dict[str, tuple[float, str]]:
-    """The lowest (FD, 'sampler + schedule') of every built-in sampler on every stock schedule and
-    table ("builtin"), and of the default evodiff on them ("evodiff"): what calibrating buys."""
+    """The lowest (FD, 'sampler + schedule') of every built-in ("builtin") and of the default evodiff
+    ("evodiff") on every stock schedule and table."""
     runs = []
     samplers = (cs.EVODIFF_PREFIX,) + cs.baseline_samplers()
     for scheduler in STOCK:
@@ -112,7 +100,8 @@ def best_builtin(cell: Cell, nfe: int, ref) -> dict[str, tuple[float, str]]:
     ms = cs.model_sampling(cell.family)
     tables = cs.pack_module("stock_schedules").table_schedules(float(ms.sigma_max), float(ms.sigma_min), nfe)
     for name, sigmas in tables.items():
-        runs += [(fd_on(cell, sampler, ref, sigmas), sampler, name) for sampler in filter(one_call_per_step, samplers)]
+        runs += [(fd_on(cell, sampler, ref, sigmas), sampler, name) for sampler in samplers
+                 if sampler not in MULTI_CALL]
     best = lambda found: min((fd, f"{sampler} + {schedule}") for fd, sampler, schedule in found)  # noqa: E731
     return {"builtin": best(runs), "evodiff": best([r for r in runs if r[1] == cs.EVODIFF_PREFIX])}
 
@@ -198,13 +187,6 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_docs(text: str) -> None:
-    """Replace everything after MARKER in docs/calibration.md (the method above it is written by hand)."""
-    page = DOCS_PAGE.read_text()
-    head = page.split(MARKER)[0]
-    DOCS_PAGE.write_text(head + text)
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.calibration", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer samples, NFE 5 and 8, no docs")
@@ -221,8 +203,8 @@ def main(argv=None) -> None:
     text = markdown(results)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.md").write_text(text)
-    if not args.quick:
-        write_docs(text)
+    if not args.quick:   # everything after MARKER: the method above it is written by hand
+        DOCS_PAGE.write_text(DOCS_PAGE.read_text().split(MARKER)[0] + text)
     print(f"{text}\n[bench.calibration] {time.perf_counter() - start:.0f} s")
 
 

@@ -1,8 +1,7 @@
 """What the benchmark measures: cells (problem x model x scheduler x cfg), their catalogues, run settings, records.
 
-Every benchmark is a list of cells over the same machinery (bench.matrix): ``UNGUIDED`` (`scripts/bench`),
-``full_cells()`` / ``QUICK_CELLS`` (the stress matrix), ``SETS`` (the held-out run's tuning and validation sets).
-"""
+Every benchmark is a list of cells over bench.matrix: UNGUIDED (`scripts/bench`), full_cells() and QUICK_CELLS
+(the stress matrix), SETS (the held-out run's tuning and validation sets)."""
 from __future__ import annotations
 
 import argparse
@@ -15,18 +14,11 @@ HELDOUT_SEED = 1000   # tune on seed 0, judge on this one
 GUIDED = ("mixture-cfg", "digits-cfg", "mixture-b-cfg", "digits-b-cfg")
 
 
-def schedule_name(family: str, scheduler: str) -> str:
-    label = {"eps": "SD1.5", "edm": "EDM", "flow": "flow s3"}.get(family)
-    if label is None and is_flow(family):
-        label = f"flow s{family[4:]}"
-    return f"{label or family} {scheduler}"
-
-
 @dataclass(frozen=True)
 class Cell:
     """A problem under a guidance scale (guided problems only) and a ComfyUI model + scheduler."""
     problem: str        # a bench.problems.PROBLEMS key: "mixture", "mixture-cfg", "digits", "digits-cfg", ...
-    family: str         # a bench.comfy_samplers.FAMILIES key: "eps", "edm", "flow", "flow1", "flow3", ...
+    family: str         # a bench.comfy_samplers.FAMILIES key or flow<shift>: "eps", "edm", "flow3", ...
     scheduler: str      # a comfy.samplers scheduler name
     cfg: float | None = None
     label: str | None = field(default=None, compare=False)   # a name other than the stress matrix's
@@ -40,10 +32,12 @@ class Cell:
         if self.label is not None:
             return self.label
         guidance = f" w={self.cfg:g}" if self.cfg is not None else ""
-        return f"{self.problem}{guidance}, {schedule_name(self.family, self.scheduler)}"
+        model = {"eps": "SD1.5", "edm": "EDM", "flow": "flow s3"}.get(self.family) or (
+            f"flow s{self.family[4:]}" if is_flow(self.family) else self.family)
+        return f"{self.problem}{guidance}, {model} {self.scheduler}"
 
     def axes(self) -> dict:
-        """problem, family, scheduler, cfg: the fields every record of the cell carries."""
+        """The fields every record of the cell carries."""
         return {k: v for k, v in asdict(self).items() if k != "label"}
 
 
@@ -108,7 +102,6 @@ HELDOUT_SAMPLERS = (EVODIFF_PREFIX, *PREVIOUS, "evodiff:improved@shift=0", "evod
 
 
 def of_set(records: list[dict], name: str) -> list[dict]:
-    """The records of one of SETS's cell lists."""
     cells = {c.name for c in SETS[name]}
     return [r for r in records if r["cell"] in cells]
 
@@ -126,7 +119,7 @@ class Settings:
         return replace(self, seeds=(seed,))
 
     def describe(self, cells: str = "", seed: str = "seed") -> str:
-        """The header's settings line; ``cells``: what is run, e.g. '6 cells, '."""
+        """The header's settings line; ``cells``: e.g. '6 cells, '."""
         seeds = ", ".join(map(str, self.seeds))
         return (f"{cells}NFE {list(self.nfes)}, {self.n_samples} samples per cell ({seed} {seeds}), "
                 f"exact ODE: RK4 with {self.ode_steps} steps in log sigma")
@@ -140,42 +133,23 @@ HELDOUT = Settings(nfes=(5, 6, 8, 10, 15, 20, 30), n_samples=384, ode_steps=100,
 
 
 def add_seed_arguments(parser: argparse.ArgumentParser) -> None:
-    """--seed N or --heldout, both into args.seed."""
     seeds = parser.add_mutually_exclusive_group()
     seeds.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     seeds.add_argument("--heldout", dest="seed", action="store_const", const=HELDOUT_SEED,
                        help=f"use the held-out seed {HELDOUT_SEED}")
 
 
-class Point(TypedDict, total=False):
-    """One sampler at one NFE on one cell, keyed by (sampler, cell, nfe_target): a row of results.json.
-    A run on given sigmas is one more sampler column under a name of its own (a calibrated schedule,
-    'evodiff:calibrated': bench.matrix.score with ``sigmas`` and ``name``, bench.calibration.bench_points)."""
-    sampler: str
-    cell: str                   # Cell.name; the cell's axes follow
-    problem: str
-    family: str
-    scheduler: str
-    cfg: float | None
-    nfe_target: int
-    nfe: int                    # model calls, counted
-    steps: int
-    seeds: list[int]
-    n_samples: int
-    finite: bool
-    error: str | None           # the sampler's exception, else None
-    fd: float                   # FD to the exact solution's samples (inf when failed)
-    fd_noise: float             # its split-half noise
-    rms: float                  # RMS error against the exact solution
-    rms_noise: float
-    changed: int | None         # samples ending in another mixture component than the exact solution
-    fd_data: float              # with against_data: FD to the data ...
-    excess_fd: float            # ... minus the exact solution's
-    excess_fd_noise: float
-    seconds: float
-    diverged: bool | None       # the verdicts (bench.verdicts.judge)
-    vs_rival: str | None
-    best_of_all: bool
-    calibration_calls: int      # a calibrated point: the calibration's model calls, its shift and what it returned
-    shift: float
-    chosen: str
+# One sampler at one NFE on one cell, keyed by (sampler, cell, nfe_target): a row of results.json. A run
+# on given sigmas is one more sampler column under its own name ('evodiff:calibrated').
+Point = TypedDict("Point", {
+    "sampler": str, "cell": str, "problem": str, "family": str, "scheduler": str, "cfg": float | None,
+    "nfe_target": int, "nfe": int, "steps": int, "seeds": list[int], "n_samples": int,  # nfe: calls, counted
+    "finite": bool, "error": str | None,            # error: the sampler's exception
+    # FD to the exact solution's samples (inf when failed) and RMS error against it, with split-half noise
+    "fd": float, "fd_noise": float, "rms": float, "rms_noise": float,
+    "changed": int | None,      # samples ending in another mixture component than the exact solution
+    "fd_data": float, "excess_fd": float, "excess_fd_noise": float,  # against_data: FD to the data, - exact's
+    "seconds": float,
+    "diverged": bool | None, "vs_rival": str | None, "best_of_all": bool,    # bench.verdicts.judge
+    "calibration_calls": int, "shift": float, "chosen": str,    # a calibrated point: its calibration's result
+}, total=False)

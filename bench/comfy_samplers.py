@@ -1,11 +1,9 @@
 """The ComfyUI side of the benchmark: real schedules, real samplers, a counting model wrapper.
 
-Nothing here re-implements ComfyUI. Schedules come from ``comfy.samplers.calculate_sigmas`` on
-real ``comfy.model_sampling`` objects built the way ComfyUI builds them (see ``FAMILIES``);
-samplers are ``comfy.samplers.sampler_object(name)`` objects run through ``KSAMPLER.sample``
-(noise scaling, ``KSamplerX0Inpaint``, inverse scaling included), and the step counts follow
-``KSampler.calculate_sigmas`` (penultimate sigma dropped for uni_pc). The bare name "evodiff" is
-the function this pack registers for KSampler, wrapped in KSAMPLER as ``ksampler("evodiff")`` does.
+Nothing here re-implements ComfyUI: schedules are ``comfy.samplers.calculate_sigmas`` on real
+``comfy.model_sampling`` objects, samplers are ``sampler_object(name)`` run through ``KSAMPLER.sample``
+(noise scaling and its inverse included), step counts follow ``KSampler.calculate_sigmas``. The bare
+name "evodiff" is the function this pack registers for KSampler, wrapped as ``ksampler("evodiff")`` does.
 """
 from __future__ import annotations
 
@@ -29,16 +27,16 @@ BUILTIN_SAMPLERS = ("euler", "heun", "dpmpp_2m", "deis", "ipndm", "res_multistep
 # (exp_heun_2_x0: 0.33). Left out: cfgpp_ud10_ab (0.38) and every *_cfg_pp sampler, which take
 # their uncond prediction from CFGGuider's post-CFG hook; the benchmark's model is not a guider.
 NEWER_DETERMINISTIC = ("exp_heun_2_x0",)
-# Deterministic (ODE) samplers of ComfyUI beyond BUILTIN_SAMPLERS, used where the running ComfyUI
-# has them. Left out on purpose, besides the cfg++ ones above: ancestral/SDE/stochastic ones (they
-# draw noise), ddim (KSampler runs euler for it), dpm_adaptive (NFE not set).
+# The stress matrix's other deterministic (ODE) samplers, where the running ComfyUI has them. Left out
+# besides the cfg++ ones: those that draw noise, ddim (KSampler runs euler for it), dpm_adaptive (NFE
+# not set).
 EXTRA_DETERMINISTIC = ("heunpp2", "dpm_2", "lms", "ipndm_v", "dpm_fast") + NEWER_DETERMINISTIC
-# Model families (the key of every schedule): what ComfyUI builds for each, in model_sampling().
+# Model families (the key of every schedule), as ComfyUI builds them: (config, its settings, ModelType).
+# 'flow<shift>' is the SD3 flow model re-shifted as the ModelSamplingSD3 node does, e.g. flow1, flow6.
 FAMILIES = {
-    "eps": "SD1.5 EPS (ModelSamplingDiscrete, scaled-linear betas)",
-    "edm": "EDM VE, sigma 80 -> 0.002, sigma_data 0.5 (ModelSamplingContinuousEDM, as for Cosmos T2V)",
-    "flow": "SD3 flow (CONST, ModelSamplingDiscreteFlow), shift 3 from SD3's sampling_settings",
-    "flow<shift>": "the SD3 flow model re-shifted as the ModelSamplingSD3 node does, e.g. flow1, flow6",
+    "eps": ("SD15", {"model_channels": 320, "context_dim": 768}, "EPS"),     # SD1.5, scaled-linear betas
+    "edm": ("CosmosT2V", {"image_model": "cosmos", "in_channels": 16}, "EDM"),  # 80 -> 0.002, sigma_data 0.5
+    "flow": ("SD3", {"in_channels": 16}, "FLOW"),     # sampling_settings: shift 3
 }
 
 
@@ -59,25 +57,15 @@ def comfyui():
 def model_sampling(family: str):
     """The real model_sampling object ComfyUI makes for the family (see FAMILIES)."""
     c = comfyui()
-    types = c.model_base.ModelType
-    if family == "eps":
-        config = c.supported_models.SD15({"model_channels": 320, "context_dim": 768})
-        return c.model_base.model_sampling(config, types.EPS)
-    if family == "edm":
-        # sampling_settings sigma_data 0.5, sigma_max 80, sigma_min 0.002; CosmosVideo is ModelType.EDM
-        config = c.supported_models.CosmosT2V({"image_model": "cosmos", "in_channels": 16})
-        return c.model_base.model_sampling(config, types.EDM)
-    if family == "flow":
-        config = c.supported_models.SD3({"in_channels": 16})  # sampling_settings: shift 3.0
-        return c.model_base.model_sampling(config, types.FLOW)
     shift = flow_shift(family)
-    if shift is not None:
-        # what ModelSamplingSD3.patch does: a fresh model_sampling, then set_parameters(shift=...)
-        config = c.supported_models.SD3({"in_channels": 16})
-        ms = c.model_base.model_sampling(config, types.FLOW)
+    if family not in FAMILIES and shift is None:
+        raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}, flow<shift>")
+    config, settings, model_type = FAMILIES["flow" if shift is not None else family]
+    config = getattr(c.supported_models, config)(dict(settings))
+    ms = c.model_base.model_sampling(config, c.model_base.ModelType[model_type])
+    if shift is not None:   # what ModelSamplingSD3.patch does: a fresh model_sampling, then set_parameters
         ms.set_parameters(shift=shift, multiplier=1000)
-        return ms
-    raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
+    return ms
 
 
 def evodiff_variants() -> tuple[str, ...]:
@@ -94,8 +82,6 @@ def offered(names) -> tuple[str, ...]:
 
 
 def baseline_samplers() -> tuple[str, ...]:
-    """ComfyUI's samplers the benchmark compares against: BUILTIN_SAMPLERS, then the
-    NEWER_DETERMINISTIC ones the running ComfyUI has."""
     return BUILTIN_SAMPLERS + offered(NEWER_DETERMINISTIC)
 
 
@@ -103,33 +89,18 @@ def all_samplers() -> tuple[str, ...]:
     return evodiff_variants() + baseline_samplers()
 
 
-def extra_deterministic_samplers() -> tuple[str, ...]:
-    """The EXTRA_DETERMINISTIC names the running ComfyUI offers."""
-    return offered(EXTRA_DETERMINISTIC)
-
-
 @lru_cache(maxsize=None)
 def pack_module(name: str):
-    """A module of this pack's nodes/ (e.g. "sampler_function"), imported as in pack_sampler_function."""
-    pack_sampler_function()
-    return importlib.import_module(f"evodiff_bench_pack.nodes.{name}")
-
-
-@lru_cache(maxsize=None)
-def pack_sampler_function():
-    """The function this pack registers as KSampler's "evodiff" (nodes/sampler_function.py).
-
-    The pack's modules import ``..evodiff_core``, so they need the repository as a package. It is
-    made here without running the pack's __init__ (whose registration would put this copy into
-    ComfyUI's global sampler table for the rest of the process, under the test harness's feet).
-    """
+    """A module of this pack's nodes/, which import ``..evodiff_core``: the repository as a package, made
+    without running its __init__ (whose registration would put this copy into ComfyUI's global sampler
+    table for the rest of the process, under the test harness's feet)."""
     comfyui()
-    name = "evodiff_bench_pack"
-    if name not in sys.modules:
-        spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
+    package = "evodiff_bench_pack"
+    if package not in sys.modules:
+        spec = importlib.machinery.ModuleSpec(package, None, is_package=True)
         spec.submodule_search_locations = [str(PACK_DIR)]
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-    return importlib.import_module(f"{name}.nodes.sampler_function").sample_evodiff
+        sys.modules[package] = importlib.util.module_from_spec(spec)
+    return importlib.import_module(f"{package}.nodes.{name}")
 
 
 def sigmas_for(sampler: str, family: str, scheduler: str, steps: int) -> torch.Tensor:
@@ -143,22 +114,17 @@ def sigmas_for(sampler: str, family: str, scheduler: str, steps: int) -> torch.T
 
 
 def sampler_object(sampler: str, family: str):
-    """A real comfy.samplers.KSAMPLER for a built-in name, 'evodiff' or 'evodiff:<variant>'.
-
-    'evodiff' is the pack's KSampler registration (it detects the noise schedule from the model);
-    'evodiff:<variant>[@shift=x]' runs the core directly with those options, 'evodiff~<rule>' the
-    default with one rule off, 'evodiff@<rev>' an earlier commit's core (both
-    bench.cores); these three with the noise schedule the pack would detect.
-    """
+    """A real comfy.samplers.KSAMPLER for a built-in or an EVODiff name: 'evodiff' is the pack's KSampler
+    registration, the others run a core directly, with the noise schedule the pack would detect."""
     c = comfyui()
     if sampler == EVODIFF_PREFIX:  # what comfy.samplers.ksampler("evodiff") builds once registered
-        return c.samplers.KSAMPLER(pack_sampler_function())
+        return c.samplers.KSAMPLER(pack_module("sampler_function").sample_evodiff)
     options = {"noise_schedule": core_noise_schedule(family)}
     rule = cores.rule_of(sampler)
     if rule is not None:   # the current default with one of its rules off
         return c.samplers.KSAMPLER(cores.sampler_function(rule), options)
     _, rev = cores.split_name(sampler)
-    if rev is not None:   # an earlier commit's default, with the noise schedule the pack would detect
+    if rev is not None:   # an earlier commit's default
         return c.samplers.KSAMPLER(cores.core_at(rev).sample_evodiff, options)
     if is_evodiff(sampler):
         from evodiff_core import sample_evodiff
@@ -173,14 +139,8 @@ def sampler_object(sampler: str, family: str):
 
 
 class CountingModel(analytic.CountingModel):
-    """Stands where CFGGuider stands: ``model(x, sigma, model_options=..., seed=...)`` -> denoised.
-
-    ``denoiser(x, sigma)`` is the benchmark's data-prediction function in ComfyUI's sigma
-    convention for the family. Every call is counted (NFE is measured, never assumed), and the
-    attributes ComfyUI samplers read are real: ``inner_model.model_sampling`` (KSAMPLER, older
-    samplers) and ``model_patcher.get_model_object("model_sampling")`` (newer ones), from one
-    real ModelPatcher (tools/comfyui_runtime.py).
-    """
+    """Stands where CFGGuider stands: ``model(x, sigma, model_options=..., seed=...)`` -> denoised. Every
+    call is counted, and what samplers read (``inner_model.model_sampling``, ``model_patcher``) is real."""
 
     cfg = 1.0  # what KSAMPLER.sample logs from a guider (0.33+); there is no CFG here
 
@@ -205,32 +165,22 @@ class Run:
 def run_sampler(sampler: str, family: str, scheduler: str, steps: int, denoiser,
                 noise: torch.Tensor, seed: int = 0, exact_float64: bool = True, sigmas=None,
                 callback=None) -> Run:
-    """Sample from ``noise`` (unit Gaussian) exactly as KSampler would, txt2img, no CFG.
-
-    The latent is float32 as in ComfyUI (uni_pc fails on float64 latents). ``sigmas``: a given
-    list instead of the scheduler's (as SamplerCustom runs one; ``scheduler`` is then unused).
-    ``callback``: KSAMPLER's ``callback(step, denoised, x, total_steps)``, as KSampler's preview
-    passes one.
-    """
+    """Sample from ``noise`` (unit Gaussian) exactly as KSampler would, txt2img, no CFG, in float32 as in
+    ComfyUI; ``sigmas``: a given list (as SamplerCustom runs one); ``callback``: KSAMPLER's."""
     noise = noise.to(torch.float32)
     ms = model_sampling(family)
     if sigmas is None:
         sigmas = sigmas_for(sampler, family, scheduler, steps)
     model = CountingModel(denoiser, ms, exact_float64)
-    latent = torch.zeros_like(noise)
-    extra_args = {"model_options": {}, "seed": seed}
-    x = sampler_object(sampler, family).sample(model, sigmas, extra_args, callback, noise,
-                                               latent_image=latent, disable_pbar=True)
+    x = sampler_object(sampler, family).sample(model, sigmas, {"model_options": {}, "seed": seed}, callback,
+                                               noise, latent_image=torch.zeros_like(noise), disable_pbar=True)
     return Run(x=x, nfe=model.calls, steps=steps, sigmas=sigmas)
 
 
 @lru_cache(maxsize=None)
 def steps_for_nfe(sampler: str, family: str, scheduler: str, nfe: int) -> tuple[int, int]:
-    """(steps, achieved NFE): the most steps whose measured NFE does not exceed ``nfe``.
-
-    Measured with a trivial model on a 2x2 latent; heun needs 2 calls per step but one on
-    the last, so an even target is not reachable and the achieved NFE is reported instead.
-    """
+    """(steps, achieved NFE): the most steps whose NFE, measured on a 2x2 latent, does not exceed ``nfe``
+    (heun's 2 calls a step but one on the last reach no even target)."""
     best = None
     for steps in range(1, nfe + 2):
         try:

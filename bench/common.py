@@ -32,8 +32,7 @@ def is_flow(family: str) -> bool:
 
 
 def core_noise_schedule(family: str) -> str:
-    """The core's noise_schedule for a family, "flow" or "ve" (what the pack's KSampler detects), which is
-    also the convention its denoisers speak."""
+    """The core's noise_schedule for a family, "flow" or "ve": what the pack's KSampler detects."""
     return "flow" if is_flow(family) else "ve"
 
 
@@ -44,8 +43,7 @@ def flow_shift(family: str) -> float | None:
 
 
 def is_evodiff(sampler: str) -> bool:
-    """'evodiff', 'evodiff:<variant>[@shift=x]', 'evodiff@shift=x', 'evodiff@<rev>' and 'evodiff~<rule>'
-    (bench.cores)."""
+    """'evodiff', 'evodiff:<variant>[@shift=x]', 'evodiff@shift=x', 'evodiff@<rev>', 'evodiff~<rule>'."""
     return sampler == EVODIFF_PREFIX or sampler.startswith(tuple(EVODIFF_PREFIX + c for c in ":@~"))
 
 
@@ -64,6 +62,10 @@ def quiet(loggers=CHATTY):
             logging.getLogger(name).setLevel(level)
 
 
+def silent(*_) -> None:
+    """A progress callback that shows nothing."""
+
+
 def fmt(value, digits=3) -> str:
     """A table entry: 3 significant digits, small values in exponent form, '–' for None."""
     if value is None:
@@ -79,8 +81,7 @@ ALIGN = {"l": "---", "r": "---:", "c": ":---:"}
 
 
 def md_table(head, rows, align: str) -> str:
-    """A markdown table: ``head`` and each of ``rows`` a list of cells, ``align`` a letter per column
-    (l, r or c)."""
+    """A markdown table of lists of cells; ``align``: a letter (l, r or c) per column."""
     line = lambda cells: "| " + " | ".join(str(c) for c in cells) + " |"   # noqa: E731
     return "\n".join([line(head), "|" + "|".join(ALIGN[a] for a in align) + "|"] + [line(r) for r in rows])
 
@@ -100,7 +101,7 @@ def jsonable(value):
 
 
 def write_json(path: Path, value) -> None:
-    """The one place results are serialised: strict JSON, one space of indent."""
+    """The one place results are serialised."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(jsonable(value), indent=1, default=str))
 
@@ -110,7 +111,7 @@ def read_json(path: Path):
 
 
 def shown(path: Path) -> str:
-    """A path as the run reports it: relative to the repository when inside it."""
+    """Relative to the repository when inside it."""
     return str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
 
 
@@ -129,26 +130,21 @@ def machine() -> str:
             f"torch {torch.__version__}, ComfyUI {version}, Python {platform.python_version()}")
 
 
-def core_digest() -> str:
-    """sha256 of evodiff_core/*.py: which solver code was measured, committed or not."""
-    digest = hashlib.sha256()
-    for path in sorted((ROOT / "evodiff_core").glob("*.py")):
-        digest.update(path.name.encode() + path.read_bytes())
-    return digest.hexdigest()[:12]
-
-
 class Stamp:
     """What a report's header says of its run: the command line, the solver code measured, its duration."""
 
     def __init__(self, prog: str, argv=None):
         self.command = " ".join([prog, *map(shlex.quote, argv if argv is not None else sys.argv[1:])])
-        self.digest = core_digest()      # taken when the run starts: the code it imported
+        # sha256 of evodiff_core/*.py when the run starts: which solver code was measured, committed or not
+        code = b"".join(p.name.encode() + p.read_bytes() for p in sorted(ROOT.glob("evodiff_core/*.py")))
+        self.digest = hashlib.sha256(code).hexdigest()[:12]
         self.start = time.perf_counter()
 
-    def seconds(self) -> float:
-        return time.perf_counter() - self.start
-
-    def header(self, settings: str, seconds: float) -> str:
+    def results(self, line: str, /, **fields) -> dict:
+        """What every results.json starts with (command, header, seconds), then ``fields``; ``line``: the
+        header's settings line."""
+        seconds = time.perf_counter() - self.start
         date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        return (f"Command: `{self.command}` — {date} — {seconds:.0f} s\n\n"
-                f"Machine: {machine()}\n\nSettings: {settings}; evodiff_core/*.py sha256 {self.digest}\n")
+        header = (f"Command: `{self.command}` — {date} — {seconds:.0f} s\n\n"
+                  f"Machine: {machine()}\n\nSettings: {line}; evodiff_core/*.py sha256 {self.digest}\n")
+        return dict(command=self.command, header=header, seconds=seconds, **fields)

@@ -1,19 +1,11 @@
 """EVODiff cores other than today's default, as benchmark samplers: 'evodiff@<rev>' and 'evodiff~<rule>'.
 
-'evodiff@<rev>' (e.g. evodiff@cd34a6a): the core of an earlier commit, so a change of the solver is
-judged against the defaults it replaces in the same run. It is read with `git show` (never from a
-working tree), written under bench_out/cores/<rev>/ and imported as its own package; it runs with its
-own defaults and the noise schedule the pack's KSampler would detect.
+'evodiff@<rev>' (e.g. evodiff@cd34a6a): the core of an earlier commit, read with `git show` (never
+from a working tree) into bench_out/cores/<rev>/ and imported as its own package, so a change of the
+solver is judged against the defaults it replaces in the same run.
 
-'evodiff~<rule>': the current core with one rule switched off by setting that rule's own constant for
-the sampler call (the core is not edited; docs/variants.md §7, `python -m bench.ablation`):
-
-  evodiff~no-gate          shift μ = 0: trust ν = c, the slopes' disagreement is ignored (V6)
-  evodiff~no-conditioning  (V6') off: c = 1 whatever the ratio q of consecutive steps
-  evodiff~no-probe-ending  (V10) off: the last step is (V9) and the final call denoises x_N
-  evodiff~full-first-probe the first order-2 probe extrapolates with trust 1, not at the Euler point
-  evodiff~no-final-extrapolation  (V11) off: a list ending in 0 returns its final call's D_N
-  evodiff~no-warmup-corrector     (V12) off: the Euler warm-up is carried on uncorrected
+'evodiff~<rule>': the current core with one rule of RULES off for the sampler call, by patching that
+rule's own constant (the core is not edited; docs/variants.md §7, `python -m bench.ablation`).
 """
 from __future__ import annotations
 
@@ -31,8 +23,7 @@ import torch
 
 from evodiff_core import improved, sample_evodiff
 
-from .common import EVODIFF_PREFIX as PREFIX
-from .common import ROOT
+from .common import EVODIFF_PREFIX as PREFIX, ROOT
 
 RULE_SEPARATOR = "~"
 CORE = "evodiff_core"
@@ -51,17 +42,15 @@ def split_name(sampler: str) -> tuple[str, str | None]:
 @lru_cache(maxsize=None)
 def core_at(rev: str):
     """The evodiff_core package as committed at ``rev``, imported as ``evodiff_core_<rev>``."""
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short=7", f"{rev}^{{commit}}"],
-                            check=True, capture_output=True, text=True).stdout.strip()
+    def git(*args) -> bytes:
+        return subprocess.run(["git", "-C", str(ROOT), *args], check=True, capture_output=True).stdout
+
+    commit = git("rev-parse", "--short=7", f"{rev}^{{commit}}").decode().strip()
     package = f"{CORE}_{commit}"
     target = ROOT / "bench_out" / "cores" / commit / package
-    files = subprocess.run(["git", "-C", str(ROOT), "ls-tree", "--name-only", commit, f"{CORE}/"],
-                           check=True, capture_output=True, text=True).stdout.split()
     target.mkdir(parents=True, exist_ok=True)
-    for path in files:
-        source = subprocess.run(["git", "-C", str(ROOT), "show", f"{commit}:{path}"],
-                                check=True, capture_output=True).stdout
-        (target / Path(path).name).write_bytes(source)
+    for path in git("ls-tree", "--name-only", commit, f"{CORE}/").decode().split():
+        (target / Path(path).name).write_bytes(git("show", f"{commit}:{path}"))
     if str(target.parent) not in sys.path:
         sys.path.insert(0, str(target.parent))
     return importlib.import_module(package)
@@ -89,11 +78,17 @@ def _without_warmup_corrector():
 
 
 RULES = {
-    "no-gate": lambda: contextlib.nullcontext(),   # shift 0, passed as an option
+    # shift μ = 0, passed as an option: trust ν = c, the slopes' disagreement is ignored (V6)
+    "no-gate": lambda: contextlib.nullcontext(),
+    # (V6') off: c = 1 whatever the ratio q of consecutive steps
     "no-conditioning": lambda: patch.object(improved, "SLOPE_BASELINE_RATIO", math.inf),
+    # (V10) off: the last step is (V9) and the final call denoises x_N
     "no-probe-ending": lambda: patch.object(improved, "PROBE_ENDING_MIN_LOG_SNR_STEP", math.inf),
+    # the first order-2 probe extrapolates with trust 1, not at the Euler point
     "full-first-probe": _first_probe_with_full_trust,
-    "no-final-extrapolation": lambda: patch.object(improved.Steps, "final_denoised", lambda self, denoised: denoised),
+    # (V11) off: a list ending in 0 returns its final call's D_N
+    "no-final-extrapolation": lambda: patch.object(improved.Steps, "final_denoised", lambda self, d: d),
+    # (V12) off: the Euler warm-up is carried on uncorrected
     "no-warmup-corrector": _without_warmup_corrector,
 }
 SAMPLERS = tuple(f"{PREFIX}{RULE_SEPARATOR}{rule}" for rule in RULES)

@@ -1,24 +1,15 @@
 """Cost per step with the model excluded, and peak extra memory, against dpmpp_2m and uni_pc.
 
-Time: each sampler runs through the same KSAMPLER path as the quality benchmark with a trivial
-model (``0.5 * x``, one fresh latent-sized output like a real model's); the time spent inside
-the model is measured and subtracted, the rest divided by the number of steps is the sampler's
-overhead per step. Every repeat is kept: the table gives the median and the spread (min–max).
-The samplers take turns within each repeat, so repeat i of a sampler and of dpmpp_2m ran side
-by side; their ratio is one paired measurement. The ratio reported is the median of those
-paired ratios, its spread their interquartile range (IQR; the whole range below 4 repeats, as for
-the largest latent in the quick run), and the verdict compares the spread,
-not one number, with the threshold: "below" when the whole IQR is at or under it, "above" when
-the whole IQR is over it, otherwise "within noise" (the machine is shared; a single ratio moved
-from 1.08x to 0.60x between two identical quick runs).
+Time: each sampler runs the quality benchmark's KSAMPLER path with a trivial model (``0.5 * x``);
+the time inside the model is subtracted, the rest per step is the sampler's overhead. The samplers
+take turns within each repeat, so repeat i of a sampler and of dpmpp_2m form one paired ratio; the
+verdict compares the spread of those ratios (their IQR), not one number, with the threshold (the
+machine is shared: a single ratio moved from 1.08x to 0.60x between two identical quick runs).
 
-Memory: CPU tensors come from glibc malloc. In a child process started with a fixed
-``MALLOC_MMAP_THRESHOLD_`` every latent-sized buffer is its own mmap, returned to the kernel the
-moment it is freed, so the resident set follows live tensor memory to the page. The kernel's
-peak-RSS counter (VmHWM) is reset through /proc/self/clear_refs just before a run; the peak
-above the resident size at that moment, divided by the latent's size, is the number of extra
-latent-sized buffers the sampler (plus KSAMPLER's wrapping and the model's output) holds at
-its worst moment. Same harness for every sampler, so the counts compare directly.
+Memory: in a child process with a fixed ``MALLOC_MMAP_THRESHOLD_`` every latent-sized buffer is its
+own mmap, returned to the kernel when freed, so the resident set follows live tensor memory. The
+peak-RSS counter (VmHWM) is reset through /proc/self/clear_refs just before a run; the peak above
+the start, in latents, is the extra buffers the sampler (with KSAMPLER and the model's output) holds.
 """
 from __future__ import annotations
 
@@ -34,7 +25,7 @@ from pathlib import Path
 import torch
 
 from . import comfy_samplers as cs
-from .common import ROOT, md_table
+from .common import ROOT, md_table, silent
 
 LATENTS = {"sd 1x4x128x128": (1, 4, 128, 128), "flux 1x16x128x128": (1, 16, 128, 128),
            "video 1x16x21x60x104": (1, 16, 21, 60, 104)}
@@ -45,12 +36,11 @@ STEPS = 10
 
 
 class TimedTrivialModel:
-    def __init__(self):
-        self.seconds = 0.0
+    seconds = 0.0
 
     def __call__(self, x, sigma):
         start = time.perf_counter()
-        out = 0.5 * x
+        out = 0.5 * x     # one fresh latent-sized output, like a real model's
         self.seconds += time.perf_counter() - start
         return out
 
@@ -59,23 +49,16 @@ def _noise(shape):
     return torch.randn(shape, generator=torch.Generator().manual_seed(0))
 
 
-def _progress(step, denoised, x, total_steps):
-    """What KSampler always passes (its progress bar and preview), keeping nothing."""
-
-
 def _run(sampler: str, noise: torch.Tensor, steps: int = STEPS):
     model = TimedTrivialModel()
     start = time.perf_counter()
-    run = cs.run_sampler(sampler, "eps", "karras", steps, model, noise, exact_float64=False, callback=_progress)
+    # a callback, as KSampler always passes one (its progress bar and preview)
+    run = cs.run_sampler(sampler, "eps", "karras", steps, model, noise, exact_float64=False, callback=silent)
     return time.perf_counter() - start - model.seconds, run
 
 
 def overhead_per_step(samplers, shape, repeats: int = 3) -> dict[str, list[float]]:
-    """{sampler: [seconds per step spent outside the model, one per repeat]}.
-
-    The samplers take turns within each repeat, so a burst of load on the shared machine
-    hits them alike instead of spoiling one sampler's every run.
-    """
+    """{sampler: [seconds per step outside the model, per repeat]}, the samplers taking turns."""
     noise = _noise(shape)
     times = {s: [] for s in samplers}
     for s in samplers:
@@ -95,10 +78,8 @@ def _rss_kib(field: str) -> int:
 
 
 def peak_extra_buffers(fn, latent: torch.Tensor) -> float:
-    """Peak resident memory while ``fn(latent)`` runs, above the start, in buffers of latent's size.
-
-    Meaningful only in a process started with a fixed MALLOC_MMAP_THRESHOLD_ (see module doc).
-    """
+    """Peak resident memory while ``fn(latent)`` runs, above the start, in buffers of latent's size
+    (meaningful only in a process started with MEMORY_ENV)."""
     Path("/proc/self/clear_refs").write_text("5")   # VmHWM := current RSS
     before = _rss_kib("VmRSS")
     fn(latent)
@@ -106,16 +87,10 @@ def peak_extra_buffers(fn, latent: torch.Tensor) -> float:
 
 
 def sampler_buffers(sampler: str, shape) -> float:
-    """Extra latent-sized buffers of a whole KSAMPLER run: the sampler's own state and
-    temporaries, plus what every sampler pays here (KSAMPLER's zero latent and noise scaling,
-    the trivial model's output)."""
+    """Extra latent-sized buffers of a whole KSAMPLER run (with what every sampler pays here)."""
     noise = _noise(shape)
     _run(sampler, noise)  # warm-up: one-time allocations (ComfyUI tables, caches)
     return peak_extra_buffers(lambda x: _run(sampler, x), noise)
-
-
-def _memory_worker(samplers, shapes):
-    print(json.dumps({s: {name: sampler_buffers(s, LATENTS[name]) for name in shapes} for s in samplers}))
 
 
 MEMORY_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TOP_PAD_": "0", "OMP_NUM_THREADS": "1"}
@@ -129,8 +104,7 @@ def measure_memory(samplers, shapes) -> dict:
 
 
 def quartiles(values) -> tuple[float, float, float]:
-    """(first quartile, median, third quartile), interpolated; with fewer than 4 values the
-    quartiles say little, so the spread is the whole range (min, median, max)."""
+    """(first quartile, median, third quartile); below 4 values the whole range (min, median, max)."""
     if len(values) < 4:
         return min(values), statistics.median(values), max(values)
     q1, median, q3 = statistics.quantiles(values, n=4, method="inclusive")
@@ -139,18 +113,12 @@ def quartiles(values) -> tuple[float, float, float]:
 
 def time_verdict(ratio_q1: float, ratio_q3: float, threshold: float = THRESHOLD) -> str:
     """'below' / 'above' when the ratio's whole IQR is on one side of the threshold, else 'within noise'."""
-    if ratio_q3 <= threshold:
-        return "below"
-    if ratio_q1 > threshold:
-        return "above"
-    return "within noise"
+    return "below" if ratio_q3 <= threshold else "above" if ratio_q1 > threshold else "within noise"
 
 
 def run_cost(samplers=None, shapes=tuple(LATENTS), repeats: int = 3, memory: bool = True) -> list[dict]:
-    """One record per (sampler, latent): overhead per step (median, min, max), the paired ratio to
-    dpmpp_2m (median and IQR), peak extra buffers, and for EVODiff the verdicts: time_verdict
-    ('below' / 'within noise' / 'above' THRESHOLD), memory_ok, and verdict (PASS / FAIL, kept
-    for old readers: FAIL only when the time is above beyond noise or the memory is over)."""
+    """One record per (sampler, latent): overhead per step, the paired ratio to dpmpp_2m, peak extra
+    buffers, and for EVODiff the verdicts (``verdict`` PASS / FAIL is kept for old readers)."""
     samplers = tuple(samplers) if samplers is not None else cs.evodiff_variants() + BASELINES
     buffers = measure_memory(list(samplers), list(shapes)) if memory else {}
     records = []
@@ -174,7 +142,7 @@ def run_cost(samplers=None, shapes=tuple(LATENTS), repeats: int = 3, memory: boo
 
 
 def verdict_text(record: dict) -> str:
-    """The verdict in words: the time against THRESHOLD (by the IQR) and the memory margin."""
+    """The time verdict and the memory margin in words."""
     if not cs.is_evodiff(record["sampler"]):
         return ""
     time = {"below": f"below {THRESHOLD:g}×", "above": f"above {THRESHOLD:g}×",
@@ -204,4 +172,5 @@ if __name__ == "__main__":
     args = parser.parse_args()
     if args.memory_worker:
         torch.set_num_threads(1)
-        _memory_worker(*json.loads(args.memory_worker))
+        samplers, shapes = json.loads(args.memory_worker)
+        print(json.dumps({s: {name: sampler_buffers(s, LATENTS[name]) for name in shapes} for s in samplers}))

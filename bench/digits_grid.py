@@ -1,14 +1,9 @@
 """Digit grid CLI: the picture beside the numbers, docs/evodiff_digits.png.
 
-Digits 0–9 from the learned class-conditional model under classifier-free guidance (cfg 3, SD1.5
-EPS karras), one row per sampler at 5 and 8 NFE, under the converged samples (the exact ODE
-solution from the same noise). Same noise, labels and model in every row; only the sampler and
-its step count change.
+Digits 0–9 from the learned class-conditional model at cfg 3 (SD1.5 EPS karras), one row per sampler at
+5 and 8 NFE under the converged samples; the same noise, labels and model in every row.
 
-    python -m bench.digits_grid                      # -> docs/evodiff_digits.png, about 20 s
-    python -m bench.digits_grid --out /tmp/grid.png
-
-`scripts/bench --full` writes it too. Deterministic: fixed noise seed, float64 maths.
+    python -m bench.digits_grid [--out /tmp/grid.png]    # about 20 s; `scripts/bench --full` runs it too
 """
 from __future__ import annotations
 
@@ -63,8 +58,7 @@ def _strip(x: torch.Tensor, pad: int = 1) -> torch.Tensor:
 
 
 def draw(grid: dict, path: Path, samplers=SAMPLERS, nfes=NFES, cfg: float = CELL.cfg) -> None:
-    """Rows: converged, then each sampler; one column block per NFE, each sampler block with its
-    RMS error against the converged digits above it; labels in large type."""
+    """Rows: converged, then each sampler with its RMS error to it; one column block per NFE."""
     plt = figures.pyplot()
     rows = ["converged"] + list(samplers)
     fig, axes = plt.subplots(len(rows), len(nfes), figsize=(figures.WIDTH_IN, 0.62 * len(rows) + 0.7),
@@ -74,11 +68,8 @@ def draw(grid: dict, path: Path, samplers=SAMPLERS, nfes=NFES, cfg: float = CELL
             ax = axes[i][j]
             x = grid[row] if row == "converged" else grid[(row, nfe)]
             ax.imshow(_strip(x).clamp(-1, 1).numpy(), cmap="gray_r", vmin=-1, vmax=1, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for side in ax.spines.values():
-                side.set_visible(row == "evodiff")   # a frame round the pack's own rows
-                side.set_linewidth(2.5)
+            ax.set(xticks=[], yticks=[])
+            ax.spines[:].set(visible=row == "evodiff", linewidth=2.5)   # a frame round the pack's own rows
             if row != "converged":
                 ax.set_xlabel(f"RMS to converged {rms_error(x, grid['converged']):.3f}", fontsize=12, labelpad=2)
             if i == 0:

@@ -1,8 +1,7 @@
 """The benchmark's figures: the README's headline panel and the per-cell small multiples.
 
-Every figure is drawn for a reader at GitHub width: 8 inches wide at 150 dpi, so shown about
-800 px wide every font is at least 12 pt at 100 dpi. The default EVODiff sampler is the thick
-black line on top; the rival (dpmpp_2m) is blue, Euler faint grey, the other samplers muted.
+Drawn for GitHub width: 8 inches at 150 dpi, shown about 800 px wide, so every font is at least 12 pt.
+The default EVODiff sampler is the thick black line on top; dpmpp_2m blue, Euler grey, the rest muted.
 """
 from __future__ import annotations
 
@@ -17,7 +16,7 @@ from .verdicts import BASELINE, RIVAL, by_point, lowest, nfe_words, score
 HEADLINE = DOCS / "evodiff_headline.png"      # the README's figure, drawn by `python -m bench.stress_heldout`
 HEADLINE_ALT = "Guided sampling: FD to the exact solution by NFE (lower is better) for evodiff, dpmpp_2m, " \
                "the best built-in per problem and euler"
-WIDTH_IN = 8.0        # inches; shown ~800 px wide, so 1 pt at 100 dpi = 1 pt here
+WIDTH_IN = 8.0
 DPI = 150
 FONT = 13             # every label; titles are larger, nothing is smaller than 12
 
@@ -30,7 +29,7 @@ OTHER_STYLE = dict(color="0.8", lw=1.0, zorder=1)
 
 
 def pyplot():
-    """matplotlib's pyplot, headless, with the fonts every figure here uses."""
+    """Headless, with the fonts of every figure here."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -42,17 +41,15 @@ def pyplot():
 
 
 def _nfe_axis(ax, nfes):
-    ax.set_xscale("log")
-    ax.set_xticks(nfes)
-    ax.set_xticklabels([str(n) for n in nfes])
+    ax.set(xscale="log", xticks=nfes, xticklabels=[str(n) for n in nfes])
     ax.minorticks_off()
     ax.set_yscale("log")
     ax.grid(alpha=0.3, which="major")
 
 
 def save(fig, path: Path):
-    """PNG with a 256-colour palette (a third of the bytes, the same look); no version string in
-    the metadata, so the same figure gives the same bytes on every run."""
+    """PNG with a 256-colour palette (a third of the bytes, the same look) and no version string, so
+    the same figure gives the same bytes on every run."""
     import io
 
     import matplotlib.pyplot as plt
@@ -65,20 +62,10 @@ def save(fig, path: Path):
     Image.open(buffer).convert("RGB").quantize(256).save(path, optimize=True)
 
 
-def geometric_mean(values) -> float:
-    values = list(values)
-    return math.exp(sum(math.log(v) for v in values) / len(values))
-
-
 def guided_aggregate(records, sampler: str = EVODIFF_PREFIX, value: str = "fd") -> dict:
-    """The headline's numbers from stress records, over the guided cells (cfg set):
-
-    {'cells', 'nfes', 'builtins', 'lines': {name: [geometric mean of FD per NFE]}, 'best_single'}:
-    lines for sampler, RIVAL, BASELINE and 'best built-in', the last taking, in each cell at each
-    NFE, the lowest FD of every built-in sampler run there (an oracle that always picks right);
-    best_single: per NFE, (name, value) of the one built-in with the lowest geometric mean. A
-    failed or non-finite run counts as an infinite FD, so its sampler's mean is infinite there.
-    """
+    """The headline's numbers over the guided cells. lines: {name: [geometric mean of FD per NFE]} for
+    sampler, RIVAL, BASELINE and 'best built-in' (the lowest FD of every built-in at each cell and NFE);
+    best_single: per NFE, (name, value) of the built-in with the lowest mean. Failed runs count as inf."""
     guided = [r for r in records if r.get("cfg") is not None]
     cells = list(dict.fromkeys(r["cell"] for r in guided))
     nfes = sorted({r["nfe_target"] for r in guided})
@@ -86,8 +73,8 @@ def guided_aggregate(records, sampler: str = EVODIFF_PREFIX, value: str = "fd") 
     at = {(name, cell, nfe): score(r, value) for (cell, nfe), group in points.items() for name, r in group.items()}
     builtins = [s for s in dict.fromkeys(r["sampler"] for r in guided) if not is_evodiff(s)]
 
-    def line(pick):
-        return [geometric_mean(pick(cell, nfe) for cell in cells) for nfe in nfes]
+    def line(pick):   # the geometric mean over the cells, per NFE
+        return [math.exp(sum(math.log(pick(cell, nfe)) for cell in cells) / len(cells)) for nfe in nfes]
 
     lines = {name: line(lambda c, n, name=name: at[(name, c, n)]) for name in (sampler, RIVAL, BASELINE)}
     lines["best built-in"] = line(lambda c, n: lowest([r for b, r in points[(c, n)].items() if b in builtins], value))
@@ -97,7 +84,7 @@ def guided_aggregate(records, sampler: str = EVODIFF_PREFIX, value: str = "fd") 
 
 
 def headline_reading(agg: dict, sampler: str = EVODIFF_PREFIX) -> str:
-    """The figure in one sentence: at which NFEs the sampler's line is below or above the others."""
+    """The figure in one sentence."""
     nfes, mine = agg["nfes"], agg["lines"][sampler]
 
     def against(name):
@@ -114,7 +101,6 @@ def headline_reading(agg: dict, sampler: str = EVODIFF_PREFIX) -> str:
 
 
 def headline_caption(cells=TUNING_CELLS, samplers=HELDOUT_SAMPLERS) -> str:
-    """One sentence that says what each line is and how the cells are combined."""
     n_cells, n_builtins = sum(c.cfg is not None for c in cells), sum(not is_evodiff(s) for s in samplers)
     return (f"FD between each sampler's samples and the exact ODE solution's from the same noise (lower is "
             f"better), as the geometric mean over the {n_cells} guided problems of the held-out stress run "
@@ -124,7 +110,7 @@ def headline_caption(cells=TUNING_CELLS, samplers=HELDOUT_SAMPLERS) -> str:
 
 
 def headline_figure(records, path: Path, sampler: str = EVODIFF_PREFIX) -> dict:
-    """The README's one panel (guided cells, see guided_aggregate); returns the aggregate drawn."""
+    """The README's one panel; returns the aggregate drawn."""
     agg = guided_aggregate(records, sampler)
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(WIDTH_IN, 5.0))
@@ -145,8 +131,7 @@ def headline_figure(records, path: Path, sampler: str = EVODIFF_PREFIX) -> dict:
 
 
 def _styles(samplers, emphasised: str) -> dict[str, tuple[dict, str | None]]:
-    """{sampler: (line style, legend label or None for the muted crowd)}; the other EVODiff variants
-    take VARIANT_COLORS in the order they come (again from the first when there are more)."""
+    """{sampler: (line style, legend label or None for the muted crowd)}."""
     variants = itertools.cycle(VARIANT_COLORS)
     named = {RIVAL: (RIVAL_STYLE, RIVAL), BASELINE: (BASELINE_STYLE, BASELINE),
              emphasised: (EMPHASIS, f"{emphasised} (default)")}

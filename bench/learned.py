@@ -1,19 +1,12 @@
 """A small learned denoiser (EDM preconditioning) on scikit-learn's 8x8 digits, plus a feature net.
 
-The data ships inside scikit-learn (``sklearn.datasets.load_digits`` reads a file in the wheel),
-so nothing is downloaded. All networks are tiny MLPs; their weights live in ``bench/weights``
-(``python -m bench.learned`` retrains the unconditional denoiser and the feature net
-deterministically in a couple of minutes; ``python -m bench.learned --conditional`` retrains only
-the class-conditional denoiser: 20000 steps at about 13 ms each on 2 idle cores, so about five
-minutes; far longer when the cores are shared).
+The data ships inside scikit-learn, so nothing is downloaded. The nets are tiny MLPs with weights in
+``bench/weights``, retrained deterministically by ``python -m bench.learned`` (a couple of minutes;
+``--conditional``: the class-conditional denoiser only, about five minutes on 2 idle cores). That one
+is trained with label dropout, so one net gives both D_c and D_u, as classifier-free guidance needs.
 
-The class-conditional denoiser takes a label in 0..9 or ``NULL_LABEL`` (unconditional). It is
-trained with label dropout, so one net gives both D_c and D_u, which is what classifier-free
-guidance (``guided_denoiser``) needs.
-
-Noise convention: ``x = alpha * x0 + s * eps``. EDM preconditioning (Karras et al. 2022) is
-written for the VE state ``x / alpha`` at ``kappa = s / alpha``; expressing it in (alpha, s)
-keeps the flow case finite at t = 1 (alpha = 0).
+Noise convention: ``x = alpha * x0 + s * eps``. EDM preconditioning (Karras et al. 2022) is written for
+the VE state ``x / alpha`` at ``kappa = s / alpha``; in (alpha, s) the flow case stays finite at t = 1.
 """
 from __future__ import annotations
 
@@ -67,12 +60,8 @@ class NoiseEmbedding(nn.Module):
 
 
 class EDMDenoiser(nn.Module):
-    """D(x; alpha, s[, label]) = c_skip x + c_out F(c_in x, c_noise[, label]) with F a residual MLP.
-
-    With ``classes > 0`` a learned label embedding joins the noise embedding at every layer;
-    label ``classes`` (NULL_LABEL) is the unconditional one. With ``classes = 0`` (the default)
-    the net and its state dict are the unconditional ones shipped in DENOISER_FILE.
-    """
+    """D(x; alpha, s[, label]) = c_skip x + c_out F(c_in x, c_noise[, label]) with F a residual MLP; with
+    ``classes`` a label embedding (label ``classes``: none) joins the noise embedding at every layer."""
 
     def __init__(self, dim: int = 64, hidden: int = 256, depth: int = 3, embed: int = 32,
                  classes: int = 0):
@@ -175,15 +164,14 @@ def load_conditional(path: Path = CONDITIONAL_FILE) -> EDMDenoiser:
 
 
 def guided_denoiser(family: str, labels: torch.Tensor, cfg: float, path: Path = CONDITIONAL_FILE):
-    """fn(x, sigma) -> D_u + cfg (D_c - D_u): classifier-free guidance as ComfyUI computes it.
-
-    Batch row b asks for labels[b]. ``family`` is "eps" (or "ve": x = x0 + sigma eps) or "flow"
-    (x = (1 - sigma) x0 + sigma eps); ``path``: which conditional net. D_c and D_u come from one forward pass of 2B rows, as
-    ComfyUI batches cond and uncond; at cfg = 1 ComfyUI skips the uncond pass and returns D_c
-    exactly, and so does this.
+    """fn(x, sigma) -> D_u + cfg (D_c - D_u), row b for labels[b]: classifier-free guidance as ComfyUI
+    computes it, cond and uncond in one batch, and D_c alone at cfg = 1. ``family``: "eps" or "ve"
+    (x = x0 + sigma eps), or "flow" (x = (1 - sigma) x0 + sigma eps); ``path``: which conditional net.
     """
+    if family not in ("eps", "ve", "flow"):
+        raise ValueError(f"unknown family {family!r}; expected 'eps', 've' or 'flow'")
     net = load_conditional(path)
-    denoise = net.denoise_flow if _is_flow(family) else net.denoise_ve
+    denoise = net.denoise_flow if family == "flow" else net.denoise_ve
     labels = torch.as_tensor(labels, dtype=torch.long).flatten()
     both = torch.cat([labels, torch.full_like(labels, NULL_LABEL)])
     skip_uncond = math.isclose(cfg, 1.0)
@@ -201,20 +189,10 @@ def guided_denoiser(family: str, labels: torch.Tensor, cfg: float, path: Path = 
     return guided
 
 
-def _is_flow(family: str) -> bool:
-    if family not in ("eps", "ve", "flow"):
-        raise ValueError(f"unknown family {family!r}; expected 'eps', 've' or 'flow'")
-    return family == "flow"
-
-
 def train_denoiser(steps: int = 12000, batch: int = 512, seed: int = 0,
                    label_dropout: float | None = None) -> EDMDenoiser:
-    """EDM loss with log-kappa half uniform over KAPPA_RANGE, half EDM's N(-1.2, 1.2^2).
-
-    With ``label_dropout`` the net is class-conditional and each label becomes NULL_LABEL at that
-    rate, so it learns D_c and D_u at once. The extra random draws come last in each step, so the
-    unconditional run draws exactly the numbers it always did.
-    """
+    """EDM loss with log-kappa half uniform over KAPPA_RANGE, half EDM's N(-1.2, 1.2^2); ``label_dropout``:
+    class-conditional, its draws last in each step, so the unconditional run draws what it always did."""
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     data, labels = digits_data()
@@ -232,20 +210,21 @@ def train_denoiser(steps: int = 12000, batch: int = 512, seed: int = 0,
         log_sigma = torch.where(torch.rand(batch, generator=gen) < 0.5, uniform, normal)
         sigma = log_sigma.exp().reshape(-1, 1, 1, 1)
         noisy = x0 + sigma * torch.randn(x0.shape, generator=gen)
-        cond = _drop_labels(labels[idx], label_dropout, gen) if conditional else None
+        cond = torch.where(torch.rand(batch, generator=gen) < label_dropout, NULL_LABEL, labels[idx]) \
+            if conditional else None
         weight = (sigma ** 2 + SIGMA_DATA ** 2) / (sigma * SIGMA_DATA) ** 2
-        loss = (weight * (net(noisy, torch.ones_like(sigma), sigma, cond) - x0) ** 2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        loss = _step(opt, (weight * (net(noisy, torch.ones_like(sigma), sigma, cond) - x0) ** 2).mean())
         sched.step()
         if step % 2000 == 0 or step == steps - 1:
             print(f"[{name}] step {step} loss {loss.item():.4f}", flush=True)
     return net.eval()
 
 
-def _drop_labels(labels: torch.Tensor, rate: float, gen: torch.Generator) -> torch.Tensor:
-    return torch.where(torch.rand(len(labels), generator=gen) < rate, NULL_LABEL, labels)
+def _step(opt, loss: torch.Tensor) -> torch.Tensor:
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss
 
 
 def train_feature_net(steps: int = 3000, seed: int = 0) -> FeatureNet:
@@ -258,10 +237,7 @@ def train_feature_net(steps: int = 3000, seed: int = 0) -> FeatureNet:
     for step in range(steps):
         idx = torch.randint(len(data), (256,), generator=gen)
         x = data[idx] + 0.1 * torch.randn(data[idx].shape, generator=gen)
-        loss = nn.functional.cross_entropy(net(x), labels[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        loss = _step(opt, nn.functional.cross_entropy(net(x), labels[idx]))
     accuracy = (net(data).argmax(1) == labels).float().mean().item()
     print(f"[features] loss {loss.item():.4f} train accuracy {accuracy:.4f}", flush=True)
     return net.eval()
@@ -279,13 +255,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     WEIGHTS.mkdir(exist_ok=True)
     start = time.time()
-    if args.conditional and args.validation:
-        torch.set_num_threads(1)
-        _save(train_denoiser(args.steps or VALIDATION_STEPS, seed=VALIDATION_SEED, label_dropout=LABEL_DROPOUT),
-              VALIDATION_CONDITIONAL_FILE)
-    elif args.conditional:
-        torch.set_num_threads(2)
-        _save(train_denoiser(args.steps or 20000, label_dropout=LABEL_DROPOUT), CONDITIONAL_FILE)
+    if args.conditional:   # (threads, seed, steps, file)
+        threads, seed, steps, path = ((1, VALIDATION_SEED, VALIDATION_STEPS, VALIDATION_CONDITIONAL_FILE)
+                                      if args.validation else (2, 0, 20000, CONDITIONAL_FILE))
+        torch.set_num_threads(threads)
+        _save(train_denoiser(args.steps or steps, seed=seed, label_dropout=LABEL_DROPOUT), path)
     else:
         torch.set_num_threads(1)
         _save(train_feature_net(), FEATURES_FILE)

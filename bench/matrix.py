@@ -1,9 +1,8 @@
 """The one benchmark machinery: each cell's exact solution, and every sampler at every NFE scored against it.
 
-The exact (analytic) or converged (learned) ODE solution of a cell is cached per process. A run,
-made as KSampler makes it, scores (a bench.cells.Point) by the Fréchet distance (FD) of its samples
-to the exact solution's from the same noise, in the problem's feature space, and by its RMS error
-against that solution, each with its split-half noise; ``against_data`` adds the FD to the data.
+A run, made as KSampler makes it, scores (a bench.cells.Point) by the Fréchet distance (FD) of its
+samples to the exact solution's from the same noise, in the problem's feature space, and by its RMS
+error, each with its split-half noise; ``against_data`` adds the FD to the data.
 """
 from __future__ import annotations
 
@@ -15,7 +14,7 @@ import torch
 
 from . import comfy_samplers as cs
 from .cells import Cell, Point, Settings
-from .common import quiet
+from .common import quiet, silent
 from .metrics import FrechetTarget, changed_component, frechet_distance, moments, rms_error, split_half_noise
 from .problems import exact_solution, labels_for, noise_for, problem
 from .verdicts import judge
@@ -42,7 +41,7 @@ class Solution:
     seconds: float
 
 
-_solutions: dict = {}
+_solutions: dict = {}   # the cache of solution()
 
 
 def denoiser(cell: Cell, labels: torch.Tensor | None):
@@ -54,8 +53,7 @@ def denoiser(cell: Cell, labels: torch.Tensor | None):
 
 
 def exact(cell: Cell, noise: torch.Tensor, labels: torch.Tensor | None, ode_steps: int) -> tuple[torch.Tensor, float]:
-    """(x(0), start sigma): the cell's (guided) probability-flow ODE solved with RK4 from the latent
-    KSAMPLER makes of ``noise``; row b is conditioned on labels[b]."""
+    """(x(0), start sigma): the cell's probability-flow ODE from the latent KSAMPLER makes of ``noise``."""
     sigmas = cs.sigmas_for(START_SAMPLER, cell.family, cell.scheduler, 10)
     x_start = cs.initial_latent(cell.family, sigmas, noise)
     x = exact_solution(problem(cell.problem), cell.family, x_start, float(sigmas[0]), ode_steps,
@@ -64,7 +62,7 @@ def exact(cell: Cell, noise: torch.Tensor, labels: torch.Tensor | None, ode_step
 
 
 def solution(cell: Cell, settings: Settings) -> Solution:
-    """The exact solution of the cell's (guided) probability-flow ODE from the settings' noise; cached."""
+    """The exact solution of the cell's probability-flow ODE from the settings' noise; cached."""
     key = (cell, settings.seeds, settings.n_samples, settings.ode_steps)
     if key in _solutions:
         return _solutions[key]
@@ -85,16 +83,9 @@ def solution(cell: Cell, settings: Settings) -> Solution:
 
 def summaries(cells, settings: Settings) -> list[dict]:
     """The convergence check of each cell's solution under the settings, as results.json lists it."""
-    out = []
-    for cell in dict.fromkeys(cells):
-        s = solution(cell, settings)
-        out.append(dict(cell=cell.name, **cell.axes(), n=len(s.x), ode_steps=s.ode_steps,
-                        refinement_rms=s.refinement_rms, fd_data=s.fd_data, seconds=s.seconds))
-    return out
-
-
-def _fd(features: torch.Tensor, reference_features: torch.Tensor) -> float:
-    return frechet_distance(*moments(features), *moments(reference_features))
+    solved = {cell: solution(cell, settings) for cell in cells}
+    return [dict(cell=c.name, **c.axes(), n=len(s.x), ode_steps=s.ode_steps, refinement_rms=s.refinement_rms,
+                 fd_data=s.fd_data, seconds=s.seconds) for c, s in solved.items()]
 
 
 def score(cell: Cell, sampler: str, nfe: int, solved: Solution, against_data: bool = False,
@@ -124,7 +115,8 @@ def score(cell: Cell, sampler: str, nfe: int, solved: Solution, against_data: bo
 
 def _scores(prob, x: torch.Tensor, solved: Solution, against_data: bool) -> dict:
     feats = prob.features(x)
-    out = dict(fd=solved.target(feats), fd_noise=split_half_noise(_fd, feats, solved.features),
+    fd = lambda f, rf: frechet_distance(*moments(f), *moments(rf))  # noqa: E731
+    out = dict(fd=solved.target(feats), fd_noise=split_half_noise(fd, feats, solved.features),
                rms=rms_error(x, solved.x), rms_noise=split_half_noise(rms_error, x, solved.x))
     if solved.components is not None:
         out["changed"] = changed_component(prob.components(x), solved.components)
@@ -138,14 +130,13 @@ def _scores(prob, x: torch.Tensor, solved: Solution, against_data: bool) -> dict
 
 
 def announce(tag: str, samplers, cells, settings: Settings) -> None:
-    """The line a command prints before it runs the matrix."""
     print(f"[{tag}] {len(samplers)} samplers × {len(cells)} cells × NFE {list(settings.nfes)}, "
           f"{settings.n_samples} samples, seed {', '.join(map(str, settings.seeds))}", flush=True)
 
 
-def run(cells, samplers, settings: Settings, progress=None, against_data: bool = False) -> list[Point]:
-    """Every sampler (bench.comfy_samplers's names) at every NFE of the settings on every cell; one
-    judged record per combination, each handed to ``progress`` as it is made."""
+def run(cells, samplers, settings: Settings, progress=silent, against_data: bool = False) -> list[Point]:
+    """Every sampler at every NFE of the settings on every cell; one judged record per combination,
+    each handed to ``progress`` as it is made."""
     for name in dict.fromkeys(c.problem for c in cells):
         problem(name)           # a missing model (digits-cfg's weights) fails here, before any work
     records = []
@@ -156,7 +147,6 @@ def run(cells, samplers, settings: Settings, progress=None, against_data: bool =
             for sampler in samplers:
                 for nfe in settings.nfes:
                     cell_records.append(score(cell, sampler, nfe, solved, against_data))
-                    if progress:
-                        progress(cell_records[-1])
+                    progress(cell_records[-1])
             records += judge(cell_records)
     return records

@@ -5,12 +5,12 @@ import torch
 
 
 def rms_error(x: torch.Tensor, reference: torch.Tensor) -> float:
-    """Root mean square of x - reference over every element of every sample."""
+    """Over every element of every sample."""
     return (x.double() - reference.double()).pow(2).mean().sqrt().item()
 
 
 def relative_error(x: torch.Tensor, reference: torch.Tensor) -> float:
-    """‖x − reference‖ / ‖reference‖ over every element (in float64)."""
+    """‖x − reference‖ / ‖reference‖ over every element."""
     reference = reference.double()
     return ((x.double() - reference).norm() / reference.norm()).item()
 
@@ -21,24 +21,15 @@ def moments(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return f.mean(0), torch.cov(f.T)
 
 
-def _sqrt_psd(matrix: torch.Tensor) -> torch.Tensor:
-    eigval, eigvec = torch.linalg.eigh((matrix + matrix.T) / 2)
-    return (eigvec * eigval.clamp_min(0).sqrt()) @ eigvec.T
-
-
 class FrechetTarget:
-    """Fréchet distance to a fixed Gaussian N(mean, cov):
-
-    FD = |m - mean|^2 + tr(C) + tr(cov) - 2 tr((cov^1/2 C cov^1/2)^1/2),
-
-    the symmetric form of tr((C cov)^1/2); cov^1/2 is computed once, so each distance costs one
-    symmetric eigenvalue problem.
-    """
+    """Fréchet distance to a fixed Gaussian N(mean, cov): |m - mean|^2 + tr(C) + tr(cov) - 2 tr((cov^1/2 C
+    cov^1/2)^1/2), the symmetric form of tr((C cov)^1/2); cov^1/2 once, then one eigenproblem a distance."""
 
     def __init__(self, mean: torch.Tensor, cov: torch.Tensor):
         self.mean = mean.double()
         self.cov = cov.double()
-        self.cov_sqrt = _sqrt_psd(self.cov)
+        eigval, eigvec = torch.linalg.eigh((self.cov + self.cov.T) / 2)
+        self.cov_sqrt = (eigvec * eigval.clamp_min(0).sqrt()) @ eigvec.T
 
     def distance(self, mean: torch.Tensor, cov: torch.Tensor) -> float:
         mean, cov = mean.double(), cov.double()
@@ -57,23 +48,16 @@ def frechet_distance(mean1, cov1, mean2, cov2) -> float:
 
 
 def changed_component(labels: torch.Tensor, reference_labels: torch.Tensor) -> int:
-    """How many samples end in a different mixture component than the exact solution."""
     return int((labels != reference_labels).sum())
 
 
 def split_half_noise(metric, *paired: torch.Tensor) -> float:
-    """Run-to-run noise (standard error) of ``metric(*paired)`` on all N samples.
-
-    The metric is evaluated on the first and the second half of the samples (independent seeds);
-    each half has variance 2 s^2 when the full estimate has s^2, so s ~ |A - B| / 2.
-    """
+    """Run-to-run noise (standard error) of ``metric(*paired)`` on all N samples: each half has variance
+    2 s^2 when the full estimate has s^2, so s ~ |A - B| / 2 for the metric A, B on the two halves."""
     n = paired[0].shape[0] // 2
-    first = metric(*(p[:n] for p in paired))
-    second = metric(*(p[n:2 * n] for p in paired))
-    return abs(first - second) / 2
+    return abs(metric(*(p[:n] for p in paired)) - metric(*(p[n:2 * n] for p in paired))) / 2
 
 
 def metric_score(metric: str, value: float) -> float:
-    """What a sampler is ranked by (lower is better): excess FD can be negative (a sample set a
-    little closer to the data than the exact solution's), so it counts by |value|; the rest as is."""
+    """What a sampler is ranked by (lower is better): excess FD can be negative by chance, so by |value|."""
     return abs(value) if metric == "excess_fd" else value

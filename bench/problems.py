@@ -1,21 +1,15 @@
 """The benchmark problems and their exact (or converged) probability-flow ODE solutions.
 
-* ``mixture``: a 10-component Gaussian mixture on [4, 4, 4] latents (64 dims), anisotropic
-  diagonal covariances (variances from 0.01 to 1 per dimension), unequal weights, about unit
-  variance overall. Its posterior-mean denoiser is exact, so every error is solver error.
-* ``digits``: the learned EDM denoiser of ``bench.learned`` on 8x8 digits; here the "exact"
-  answer is the same model solved to convergence, and model error shows against the data.
-* ``mixture-cfg`` / ``digits-cfg``: class-conditional versions for classifier-free guidance
-  (``guided_denoiser(family, labels, cfg)``); the mixture's classes are groups of its components,
-  so D_c and D_u are both exact; the digits one is ``bench.learned``'s label-dropout denoiser.
-* ``mixture-b``, ``mixture-b-cfg``, ``digits-b-cfg``: the validation problems, which no rule of the
-  solver is tuned on: another mixture geometry (6 components, another seed, 3 classes) and a
-  second conditional digits net trained from another seed.
-* ``digits-wide``: two digits side by side ([1, 8, 16]), the ``digits`` net on each half: the same
-  model at another resolution, for the calibration's transfer check.
+* ``mixture``: a 10-component anisotropic Gaussian mixture in 64 dims, variances 0.01 to 1, unequal
+  weights. Its posterior-mean denoiser is exact, so every error is solver error.
+* ``digits``: ``bench.learned``'s denoiser on 8x8 digits; the "exact" answer is the same model solved
+  to convergence, and model error shows against the data.
+* ``*-cfg``: class-conditional versions for classifier-free guidance (``guided_denoiser``); the
+  mixture's classes are groups of its components, so D_c and D_u are both exact.
+* ``*-b``, ``*-b-cfg``: the validation problems, which no rule of the solver is tuned on.
 
-A denoiser is given in ComfyUI's sigma convention for the family: ``eps`` (and ``edm``) means
-x = x0 + sigma * eps, ``flow`` (any shift) means x = (1 - sigma) * x0 + sigma * eps.
+Denoisers speak ComfyUI's convention for the family: x = x0 + sigma eps (eps, edm), x = (1 - sigma) x0
++ sigma eps (flow, any shift).
 """
 from __future__ import annotations
 
@@ -115,6 +109,7 @@ class GuidedDigitsProblem(DigitsProblem):
 
 
 class ValidationMixtureProblem(MixtureProblem):
+    """Another mixture geometry: 6 components from another seed."""
     name = "mixture-b"
     n_components, seed = 6, 31
 
@@ -141,6 +136,7 @@ class WideDigitsProblem(DigitsProblem):
 
 
 class ValidationGuidedDigitsProblem(GuidedDigitsProblem):
+    """A second conditional digits net, trained from another seed."""
     name = "digits-b-cfg"
     weights = learned.VALIDATION_CONDITIONAL_FILE
 
@@ -157,24 +153,20 @@ def problem(name: str):
 
 def labels_for(prob, seeds: tuple[int, ...], n_per_seed: int) -> torch.Tensor:
     """Class labels [N] for a guided problem, one block per seed, aligned with noise_for's samples."""
-    blocks = [prob.draw_labels(n_per_seed, torch.Generator().manual_seed(LABEL_SEED_OFFSET + seed))
-              for seed in seeds]
-    return torch.cat(blocks)
+    return torch.cat([prob.draw_labels(n_per_seed, torch.Generator().manual_seed(LABEL_SEED_OFFSET + seed))
+                      for seed in seeds])
 
 
 def noise_for(prob, seeds: tuple[int, ...], n_per_seed: int) -> torch.Tensor:
     """Unit Gaussian noise [N, *shape], float64; one independent block of samples per seed."""
-    blocks = [torch.randn((n_per_seed, *prob.event_shape), dtype=torch.float64,
-                          generator=torch.Generator().manual_seed(seed)) for seed in seeds]
-    return torch.cat(blocks)
+    return torch.cat([torch.randn((n_per_seed, *prob.event_shape), dtype=torch.float64,
+                                  generator=torch.Generator().manual_seed(seed)) for seed in seeds])
 
 
 def exact_solution(prob, family: str, x_start: torch.Tensor, sigma_start: float,
                    steps: int, denoise=None) -> torch.Tensor:
-    """x(0) of the probability-flow ODE from x_start at sigma_start (RK4 in log sigma or log t).
-
-    ``denoise``: another denoiser than the problem's own (a guided one), same convention.
-    """
+    """x(0) of the probability-flow ODE from x_start at sigma_start (RK4 in log sigma or log t);
+    ``denoise``: another denoiser than the problem's own (a guided one)."""
     denoise = denoise or prob.denoiser(family)
     solve = probability_flow_ode_flow if is_flow(family) else probability_flow_ode_ve
     with torch.no_grad():

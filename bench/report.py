@@ -1,7 +1,6 @@
-"""The unguided matrix's markdown (bench_out/report.md, docs/benchmarks.md) and the run's last line: layout only.
+"""The unguided matrix's markdown (bench_out/report.md, docs/benchmarks.md) and the run's last line.
 
-The comparisons come from bench.verdicts; this module lays them out in tables and plain words.
-"""
+Layout only: the comparisons come from bench.verdicts."""
 from __future__ import annotations
 
 from collections import Counter
@@ -10,26 +9,17 @@ from . import comfy_samplers as cs
 from .cells import BENCH_FULL, BENCH_QUICK
 from .common import is_evodiff, md_table
 from .cost import THRESHOLD, cost_table
-from .verdicts import (NOISE_FACTOR, RIVAL, by_point, comparisons, entry, in_words, nfe_words, rank, tally,
+from .verdicts import (NOISE_FACTOR, RIVAL, by_point, comparisons, in_words, nfe_words, pivot, rank, tally,
                        too_noisy)
 
 FULL_MINUTES = 11     # `scripts/bench --full` on 2 shared cores (docs/benchmarks.md's header has the last)
 METRIC_NAMES = {"excess_fd": "excess FD", "rms": "RMS error"}
 
 
-def table(records, value: str, rows=None, columns: str = "cell", where=None) -> str:
-    """Markdown table of ``value``: rows = samplers, columns = cells or NFEs ("nfe_target").
-
-    Cells whose measured NFE differs from the target (heun at even targets) show it as "@n".
-    Each column's best value is bold (lowest, or for excess FD lowest in absolute value).
-    """
-    recs = [r for r in records if all(r[k] == v for k, v in (where or {}).items())]
-    rows = rows or list(dict.fromkeys(r["sampler"] for r in recs))
-    cols = list(dict.fromkeys(r[columns] for r in recs))
-    lookup = {(r["sampler"], r[columns]): r for r in recs}
-    column = {c: [lookup[(s, c)] for s in rows if (s, c) in lookup] for c in cols}
-    text = lambda s, c: entry(lookup[(s, c)], value, column[c], dagger=False) if (s, c) in lookup else ""  # noqa: E731
-    return md_table(["sampler", *cols], [[s] + [text(s, c) for c in cols] for s in rows], "l" + "r" * len(cols))
+def table(records, value: str, columns: str = "cell", where=None) -> str:
+    """``value`` where the records match ``where``: rows = samplers, columns = cells or "nfe_target"."""
+    return pivot([r for r in records if all(r[k] == v for k, v in (where or {}).items())], value, columns,
+                 dagger=False)
 
 
 def references_table(summary) -> str:
@@ -40,7 +30,6 @@ def references_table(summary) -> str:
 
 
 def noise_table(records) -> str:
-    """Typical and worst split-half noise per cell, to read the differences against."""
     rows = []
     for cell in dict.fromkeys(r["cell"] for r in records):
         rms = sorted(r["rms_noise"] for r in records if r["cell"] == cell)
@@ -50,16 +39,12 @@ def noise_table(records) -> str:
 
 
 def default_variant() -> str:
-    """The pack's default EVODiff variant as the benchmark names it ('evodiff:improved')."""
+    """'evodiff:improved'."""
     return cs.evodiff_variants()[0]
 
 
 def verdicts(records, metric: str = "excess_fd", rival: str = RIVAL) -> str:
-    """Every EVODiff variant against rival, per cell, in words (rows = cells, columns = variants).
-
-    A difference counts only when it exceeds NOISE_FACTOR x the combined split-half noise; the
-    NFEs where a variant is below every built-in sampler are added (no noise check).
-    """
+    """Every EVODiff variant against rival, per cell, in words (rows = cells, columns = variants)."""
     variants = [s for s in dict.fromkeys(r["sampler"] for r in records) if is_evodiff(s)]
     found = {v: comparisons(records, metric, v, rival) for v in variants}
 
@@ -72,7 +57,6 @@ def verdicts(records, metric: str = "excess_fd", rival: str = RIVAL) -> str:
 
 
 def variant_tables(records) -> list[str]:
-    """verdicts() by excess FD and by RMS error."""
     return [verdicts(records, metric) + "\n" for metric in METRIC_NAMES]
 
 
@@ -82,8 +66,7 @@ def is_quick(records) -> bool:
 
 
 def summary(records, rival: str = RIVAL, full_minutes: int = FULL_MINUTES) -> str:
-    """The report's opening in plain words: per cell, where the default variant differs from the
-    rival beyond noise; and, for a quick run that ties most points, that it is too noisy."""
+    """The report's opening in plain words: per cell, the default variant against the rival."""
     me, n = default_variant(), min(r["n_samples"] for r in records)
     fd, rms = comparisons(records, "excess_fd", me, rival), comparisons(records, "rms", me, rival)
     count = tally(fd)
@@ -112,8 +95,7 @@ def summary(records, rival: str = RIVAL, full_minutes: int = FULL_MINUTES) -> st
 
 
 def cost_summary(cost_records, sampler: str | None = None) -> str:
-    """The cost in one clause: the range of the per-latent median ratios to dpmpp_2m and how they
-    sit against the threshold (by their IQR)."""
+    """The cost in one clause: the range of the median ratios to dpmpp_2m, and their time verdicts."""
     sampler = sampler or default_variant()
     mine = [r for r in cost_records if r["sampler"] == sampler]
     if not mine:
@@ -130,7 +112,7 @@ def cost_summary(cost_records, sampler: str | None = None) -> str:
 
 
 def final_verdict(records, cost_records) -> str:
-    """The run's last line: the default variant against the rival, and its cost, in one sentence."""
+    """The run's last line."""
     me = default_variant()
     count = tally(comparisons(records, "excess_fd", me, RIVAL))
     noisy = "; too noisy to separate most points, run scripts/bench --full" if (
@@ -157,8 +139,7 @@ def ranks(records, metrics=("excess_fd", "rms"), nfes=BENCH_QUICK.nfes) -> str:
 
 
 def cell_tables(records, cell) -> list[str]:
-    """One cell's tables by NFE: RMS, excess FD, and component changes (mixture) or the FDs to
-    the converged solution and to the data (learned model)."""
+    """One cell's tables by NFE: RMS, excess FD, and component changes (mixture) or the FDs (digits)."""
     where = {"cell": cell}
     problem = next(r["problem"] for r in records if r["cell"] == cell)
     exact = "exact" if problem == "mixture" else "converged"
@@ -175,18 +156,9 @@ def cell_tables(records, cell) -> list[str]:
 
 
 def excess_fd_tables(records, nfes=BENCH_QUICK.nfes) -> list[str]:
-    """Rows = samplers, columns = cells: one table per NFE of ``nfes`` that the records have."""
+    """One table per NFE of ``nfes`` that the records have."""
     return [f"NFE {nfe}:\n\n" + table(records, "excess_fd", where={"nfe_target": nfe}) + "\n"
             for nfe in nfes if any(r["nfe_target"] == nfe for r in records)]
-
-
-def quality_report(records) -> str:
-    parts = ["### Excess FD (FD to the data minus the exact/converged ODE solution's; lower |value| is better)\n"]
-    parts += excess_fd_tables(records)
-    for cell in dict.fromkeys(r["cell"] for r in records):
-        parts.append(f"### {cell}\n")
-        parts += cell_tables(records, cell)
-    return "\n".join(parts)
 
 
 def cost_report(records) -> str:
@@ -199,7 +171,7 @@ def cost_report(records) -> str:
 
 
 def report_markdown(results: dict, title: str) -> str:
-    """bench_out/report.md: the summary in plain words first, then the run, the noise and the tables."""
+    """bench_out/report.md."""
     records, cost_records = results["quality"], results["cost"]
     md = [f"# {title}\n", "## Summary\n", summary(records),
           f"Last line of the run: {final_verdict(records, cost_records).removeprefix('[bench] ')}\n",
@@ -207,7 +179,10 @@ def report_markdown(results: dict, title: str) -> str:
           "## Exact ODE solutions (convergence check by refinement)\n", references_table(results["references"]) + "\n",
           "## Run-to-run noise (split-half standard error)\n", noise_table(records) + "\n",
           "## Every EVODiff variant against dpmpp_2m\n", *variant_tables(records), ranks(records) + "\n",
-          "## Quality\n", quality_report(records)]
+          "## Quality\n", "### Excess FD (FD to the data minus the exact/converged ODE solution's; lower "
+          "|value| is better)\n", *excess_fd_tables(records)]
+    for cell in dict.fromkeys(r["cell"] for r in records):
+        md += [f"### {cell}\n", *cell_tables(records, cell)]
     if cost_records:
         md += ["## Cost\n", cost_report(cost_records)]
     return "\n".join(md)
@@ -254,9 +229,8 @@ def figure_markdown(alt: str, caption: str, name: str) -> str:
 
 def benchmarks_markdown(results: dict, headline: tuple[str, str, str], figures: list[tuple[str, str, str]],
                         guided_summary: str = "") -> str:
-    """docs/benchmarks.md, written whole by `scripts/bench --full`: the summary in plain words, the
-    method, the figures and every table. ``headline`` and each of ``figures``: (alt text, caption,
-    file name in docs/); ``guided_summary``: stress.md's summary list, quoted under the headline."""
+    """docs/benchmarks.md. ``headline`` and each of ``figures``: (alt text, caption, file name in docs/);
+    ``guided_summary``: stress.md's summary list, quoted under the headline."""
     records, cost_records = results["quality"], results["cost"]
     out = ["# Benchmarks: quality per NFE and cost per step\n",
            "Written by `scripts/bench --full` from its own run (the unguided cells, the cost per step, the digit "

@@ -1,10 +1,8 @@
 """Stability tables CLI: amplification per step on the linear test problem D(x, σ) = s·x (docs/variants.md §6).
 
-Classifier-free guidance scales the slope of D: s = s_u + w·(s_c − s_u), negative where the class
-is narrower than the data. For a uniform log-SNR step h (VE) each rule is a linear map of its
-state; its spectral radius is the factor an error grows by per step. The previous `improved`
-step (trust 1) is taken from the code itself, evodiff_core.improved.order2_step at μ = 0, applied
-to basis vectors; trust 0 is the first-order data-prediction step the trust rule falls back to.
+Guidance scales the slope of D: s = s_u + w·(s_c − s_u), negative where the class is narrower than the
+data. For a uniform log-SNR step h (VE) each rule is a linear map of its state, whose spectral radius is
+the factor an error grows by per step; the previous `improved` step (trust 1) is taken from the code.
 
     .venv/bin/python -m bench.stability            # the tables of docs/variants.md §6
 """
@@ -21,10 +19,6 @@ from .common import md_table
 SLOPES = (-4.0, -2.0, -1.0, -0.5, 0.0, 0.5, 0.9)
 
 
-def _grid(h: float) -> list[float]:
-    return [10.0 * math.exp(-k * h) for k in range(5)]
-
-
 def euler_factor(s: float, h: float) -> float:
     rho = math.exp(-h)
     return abs(rho + (1 - rho) * s)
@@ -38,9 +32,8 @@ def dpmpp_2m_radius(s: float, h: float) -> float:
 
 
 def full_trust_radius(s: float, h: float) -> float:
-    """The order-2 step with ν = 1 and a full probe (the step before the trust rule), as a map of
-    (x, m0, m1) → (x', D_i, m0) with D = s·x, built by running the code on basis vectors."""
-    sw = improved.step_weights(_grid(h), "ve")[3]
+    """improved.order2_step at μ = 0 with ν = 1 as a map (x, m0, m1) → (x', D_i, m0), on basis vectors."""
+    sw = improved.step_weights([10.0 * math.exp(-k * h) for k in range(5)], "ve")[3]
     columns = []
     for k in range(3):
         basis = torch.zeros(3, 1, 1, dtype=torch.float64)
@@ -55,6 +48,7 @@ def full_trust_radius(s: float, h: float) -> float:
 
 
 def table(h: float) -> str:
+    """Trust 0 is the first-order data-prediction step the trust rule falls back to: Euler's."""
     head = [f"h = {h}", "exact e^((s−1)h)", "Euler", "DPM++(2M)", "previous `improved` (trust 1)", "trust 0"]
     return md_table(head,
                     [[f"s = {s:g}", f"{math.exp((s - 1) * h):.3f}", f"{euler_factor(s, h):.2f}",

@@ -1,13 +1,9 @@
 """Stress matrix CLI: where each sampler diverges, over guidance scales and ComfyUI schedules.
 
-Users run guided models at few steps over many schedules; `scripts/bench` covers three unguided
-schedules. Every sampler is scored per NFE by bench.matrix and judged by bench.verdicts.
-
     python -m bench.stress [--full] [--heldout] [--seed N] [--samplers a,b] [--out DIR]
 
-Quick (the default): 6 representative cells, NFE 5/8/10, 384 samples, about 45 s on 2 idle
-cores. --full: all 72 cells, NFE 4..30, 1024 samples, about 80 min on 2 idle cores (the analytic
-mixture's exact denoiser dominates). Both write report.md and results.json.
+Quick: 6 cells, about 45 s on 2 idle cores; --full: all 72 cells, about 80 min (the analytic mixture's
+exact denoiser dominates). Both write report.md and results.json.
 """
 from __future__ import annotations
 
@@ -22,11 +18,6 @@ from . import comfy_samplers as cs
 from . import matrix, stress_report
 from .common import OUT, Stamp, write_json
 from .verdicts import good, summarize
-
-
-def default_samplers() -> tuple[str, ...]:
-    """The pack's KSampler 'evodiff', then every deterministic ComfyUI sampler available."""
-    return (cs.EVODIFF_PREFIX,) + cs.BUILTIN_SAMPLERS + cs.extra_deterministic_samplers()
 
 
 def progress(r) -> None:
@@ -48,7 +39,9 @@ def main(argv=None) -> int | None:
     out = args.out or OUT / "stress" / ("full" if args.full else "")
     settings = (c.STRESS_FULL if args.full else c.STRESS_QUICK).with_seed(args.seed)
     cells = c.full_cells() if args.full else c.QUICK_CELLS
-    samplers = tuple(args.samplers.split(",")) if args.samplers else default_samplers()
+    # by default the pack's KSampler 'evodiff', then every deterministic ComfyUI sampler available
+    samplers = tuple(args.samplers.split(",")) if args.samplers else (
+        cs.EVODIFF_PREFIX, *cs.BUILTIN_SAMPLERS, *cs.offered(cs.EXTRA_DETERMINISTIC))
     stamp = Stamp("python -m bench.stress", argv)
     matrix.announce("stress", samplers, cells, settings)
     try:
@@ -57,18 +50,16 @@ def main(argv=None) -> int | None:
         print(f"[stress] cannot run: {missing}", file=sys.stderr)
         return 2
     refs = matrix.summaries(cells, settings)
-    seconds = stamp.seconds()
-    head = stamp.header(settings.describe(f"{len(cells)} cells, "), seconds)
+    verdicts = summarize(records, refs)
+    results = stamp.results(settings.describe(f"{len(cells)} cells, "), settings=settings,
+                            seed=settings.seeds[0], cells=[c.axes() | {"name": c.name} for c in cells],
+                            references=refs, summary=verdicts, records=records)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.md").write_text(stress_report.markdown(
-        records, refs, head, f"EVODiff stress matrix ({'full' if args.full else 'quick'})"))
-    verdicts = summarize(records, refs)
-    write_json(out / "results.json", dict(
-        command=stamp.command, header=head, seconds=seconds, settings=settings, seed=settings.seeds[0],
-        cells=[cell.axes() | {"name": cell.name} for cell in cells], references=refs, summary=verdicts,
-        records=records))
+        records, refs, results["header"], f"EVODiff stress matrix ({'full' if args.full else 'quick'})"))
+    write_json(out / "results.json", results)
     print(f"\n{stress_report.summary_text(verdicts)}\n\n[stress] wrote {out}/report.md and results.json in "
-          f"{seconds:.0f} s")
+          f"{results['seconds']:.0f} s")
 
 
 if __name__ == "__main__":

@@ -1,17 +1,12 @@
 """Held-out stress run CLI: docs/stress.md, docs/stress-validation.md, their verdict and the README's headline figure.
 
-The tuning and the validation set of bench.cells (a rule is kept only where the validation set,
-which no rule was tuned on, agrees), on the held-out noise seed at NFE 5–30, beside the previous
-defaults (cells.PREVIOUS, run from their commits by bench.cores). About 10–20 minutes on 2 shared
-cores; the whole matrix (`scripts/stress --full`) takes over an hour.
+The tuning and the validation set of bench.cells (a rule is kept only where the validation set, which no
+rule was tuned on, agrees) on the held-out noise seed, beside the previous defaults (cells.PREVIOUS).
+About 10–20 minutes on 2 shared cores; the whole matrix (`scripts/stress --full`) takes over an hour.
 
-    .venv/bin/python -m bench.stress_heldout      # -> bench_out/stress/heldout/results.json, docs/stress.md,
-                                                  #    docs/stress-validation.md, docs/stress-summary.json,
-                                                  #    docs/evodiff_headline.png, docs/stress_{guided,unguided}.png
-    .venv/bin/python -m bench.stress_heldout --from-results bench_out/stress/heldout/results.json   # re-render only
+    .venv/bin/python -m bench.stress_heldout [--from-results bench_out/stress/heldout/results.json]
 
-`scripts/bench --full` does not run this; docs/benchmarks.md embeds the headline figure and quotes
-the tuning set's summary from docs/stress-summary.json.
+It writes RESULTS (unless re-rendering), PAGES, SUMMARY (which docs/benchmarks.md quotes) and the figures.
 """
 from __future__ import annotations
 
@@ -23,21 +18,19 @@ from .cells import HELDOUT, HELDOUT_SAMPLERS, PREVIOUS, SETS, TUNING_CELLS, VALI
 from .common import DOCS, OUT, Stamp, md_table, read_json, shown, write_json
 from .verdicts import SET_WORDS, against, summarize
 
-WRITTEN_BY = ("Written by `python -m bench.stress_heldout`, with the README's headline figure "
-              "(evodiff_headline.png) and the cell figures; `scripts/bench --full` does not run it. Do not edit "
-              "by hand.\n\n")
-VALIDATION_WRITTEN_BY = ("Written by `python -m bench.stress_heldout` (the validation set; the tuning set is in "
-                         "[stress.md](stress.md)). Do not edit by hand.\n\n")
-PAGES = {"tuning": (DOCS / "stress.md", WRITTEN_BY),
-         "validation": (DOCS / "stress-validation.md", VALIDATION_WRITTEN_BY)}
+WRITTEN_BY = "Written by `python -m bench.stress_heldout`"
+PAGES = {"tuning": (DOCS / "stress.md", f"{WRITTEN_BY}, with the README's headline figure "
+                    "(evodiff_headline.png) and the cell figures; `scripts/bench --full` does not run it. "
+                    "Do not edit by hand.\n\n"),
+         "validation": (DOCS / "stress-validation.md", f"{WRITTEN_BY} (the validation set; the tuning set "
+                        "is in [stress.md](stress.md)). Do not edit by hand.\n\n")}
 CELL_FIGURES = {"guided": DOCS / "stress_guided.png", "unguided": DOCS / "stress_unguided.png"}
 SUMMARY = DOCS / "stress-summary.json"   # the tuning set's verdict, which docs/benchmarks.md quotes
 RESULTS = OUT / "stress" / "heldout" / "results.json"
 
 
 def headline_section(agg: dict) -> str:
-    """The figure, its caption, and the numbers drawn (``agg``, from figures.headline_figure), for
-    docs/stress.md."""
+    """The figure, its caption, and the numbers drawn (``agg``, from figures.headline_figure)."""
     lines = ["## The headline figure (guided cells)\n", f"![{figures.HEADLINE_ALT}]({figures.HEADLINE.name})\n",
              figures.headline_caption() + "\n", figures.headline_reading(agg) + "\n"]
     rows = [[name, *(f"{v:.3g}" for v in values)] for name, values in agg["lines"].items()]
@@ -60,7 +53,7 @@ def previous_default_section(records: list[dict], previous: str) -> str:
 
 
 def figures_section(records: list[dict]) -> str:
-    """Draws the headline and the two cell figures from the tuning set; their markdown."""
+    """Draws the headline and the two cell figures; their markdown."""
     agg = figures.headline_figure(records, figures.HEADLINE)
     for group, path in CELL_FIGURES.items():
         rs = [r for r in records if (r["cfg"] is not None) == (group == "guided")]
@@ -72,8 +65,7 @@ def figures_section(records: list[dict]) -> str:
 
 
 def render(results: dict) -> None:
-    """docs/stress.md (tuning set), docs/stress-validation.md, docs/stress-summary.json and the figures
-    from a results.json of this run."""
+    """PAGES, SUMMARY and the figures from a results.json of this run."""
     for name, cells in SETS.items():
         records = of_set(results["records"], name)
         if not records:
@@ -104,17 +96,15 @@ def main(argv=None) -> None:
     stamp = Stamp("python -m bench.stress_heldout", [])
     cells = TUNING_CELLS + VALIDATION_CELLS
     records = matrix.run(cells, HELDOUT_SAMPLERS, HELDOUT)
-    seconds = stamp.seconds()
     settings = HELDOUT.describe(f"{len(TUNING_CELLS)} tuning and {len(VALIDATION_CELLS)} validation cells, ",
                                 seed="held-out seed")
-    write_json(RESULTS, dict(command=stamp.command, header=stamp.header(settings, seconds), seconds=seconds,
-                             records=records, references=matrix.summaries(cells, HELDOUT)))
+    write_json(RESULTS, stamp.results(settings, records=records, references=matrix.summaries(cells, HELDOUT)))
     results = read_json(RESULTS)   # what --from-results reads: non-finite values are null
     render(results)
     for name in SETS:
         print(f"[{name}]\n" + stress_report.summary_text(summarize(of_set(records, name))))
     print(f"{figures.headline_reading(figures.guided_aggregate(of_set(records, 'tuning')))}\n[stress] wrote "
-          f"docs/stress.md, {shown(figures.HEADLINE)} and the cell figures in {seconds:.0f} s")
+          f"docs/stress.md, {shown(figures.HEADLINE)} and the cell figures in {results['seconds']:.0f} s")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import Counter
 
 from .common import EVODIFF_PREFIX, is_evodiff, md_table
-from .verdicts import BASELINE, BEST_NFES, RIVAL, Summary, entry, outcome_words, rules_text, summarize
+from .verdicts import BASELINE, BEST_NFES, RIVAL, Summary, outcome_words, pivot, rules_text, summarize
 
 
 def _listed(items: list[str], most: int = 12) -> str:
@@ -76,15 +76,9 @@ def group_table(records: list[dict], sampler: str = EVODIFF_PREFIX) -> str:
 
 
 def cell_table(records: list[dict], cell: str, value: str = "fd") -> str:
-    """Rows = samplers, columns = NFE; best per column bold, diverged †, failed ✗."""
+    """Rows = samplers, columns = NFE."""
     recs = [r for r in records if r["cell"] == cell]
-    nfes = sorted({r["nfe_target"] for r in recs})
-    at = {(r["sampler"], r["nfe_target"]): r for r in recs}
-    column = {n: [r for r in recs if r["nfe_target"] == n] for n in nfes}
-    text = lambda s, n: entry(at[(s, n)], value, column[n]) if (s, n) in at else ""  # noqa: E731
-    return md_table(["sampler", *(f"NFE {n}" for n in nfes)],
-                    [[s] + [text(s, n) for n in nfes] for s in dict.fromkeys(r["sampler"] for r in recs)],
-                    "l" + "r" * len(nfes))
+    return pivot(recs, value, "nfe_target", sorted({r["nfe_target"] for r in recs}), "NFE {}".format)
 
 
 def verdict_line(records: list[dict], cell: str) -> str:

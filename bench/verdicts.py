@@ -1,13 +1,11 @@
 """The verdict rules every report states, and their words: noise, best of all, divergence, tuning/validation.
 
-* **Noise rule** (``compare``): a difference between two samplers counts only beyond NOISE_FACTOR x
-  their combined split-half noise sqrt(noise_a^2 + noise_b^2); smaller ones are ties.
-* **Best of all** (``is_best``): a good run's score is at or below the lowest of the others it is
-  held against (every built-in sampler of the point: EVODiff variants and earlier defaults are no rivals); no noise check.
-* **Diverged** (``is_diverged``): FD above BASELINE's (Euler's) at the same point; a non-finite or
-  failed run has always diverged.
-* **Tuning / validation** (``SET_WORDS``): the held-out run's two cell sets (bench.cells.SETS).
-Renderers take the outcomes and their words from here and only lay them out.
+* **Noise rule** (``compare``): a difference counts only beyond NOISE_FACTOR x the combined split-half
+  noise sqrt(noise_a^2 + noise_b^2); smaller ones are ties.
+* **Best of all** (``is_best``): a good run at or below the lowest score of every built-in sampler of
+  the point (other EVODiff samplers are no rivals); no noise check.
+* **Diverged** (``is_diverged``): FD above BASELINE's at the same point, or a non-finite or failed run.
+Renderers take the outcomes and their words (SET_WORDS, OUTCOMES, ...) from here and only lay them out.
 """
 from __future__ import annotations
 
@@ -15,7 +13,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .common import EVODIFF_PREFIX, fmt, is_evodiff
+from .common import EVODIFF_PREFIX, fmt, is_evodiff, md_table
 from .metrics import metric_score
 
 BASELINE = "euler"     # a sampler worse than this one at the same NFE has diverged
@@ -27,7 +25,7 @@ OUTCOMES = {"better": "won", "worse": "lost", "tie": "tie"}     # compare()'s wo
 
 
 def good(record: dict) -> bool:
-    """Finite output and no exception: a run that can be scored."""
+    """A run that can be scored."""
     return record["finite"] and record.get("error") is None
 
 
@@ -37,39 +35,35 @@ def score(record: dict, metric: str) -> float:
 
 
 def compare(record: dict, rival: dict, metric: str) -> str:
-    """'better', 'worse' or 'tie': a difference counts beyond NOISE_FACTOR x the combined noise."""
+    """'better', 'worse' or 'tie' by the noise rule."""
     noise = NOISE_FACTOR * math.hypot(record[f"{metric}_noise"], rival[f"{metric}_noise"])
     diff = metric_score(metric, record[metric]) - metric_score(metric, rival[metric])
     return "better" if diff < -noise else "worse" if diff > noise else "tie"
 
 
 def outcome(record: dict, rival: dict, metric: str = "fd") -> str:
-    """'won', 'tie' or 'lost' by the noise rule; a failed run loses to a good one."""
+    """compare() in OUTCOMES's words; a failed run loses to a good one."""
     if not (good(record) and good(rival)):
         return "tie" if good(record) == good(rival) else ("won" if good(record) else "lost")
     return OUTCOMES[compare(record, rival, metric)]
 
 
 def lowest(records, metric: str) -> float:
-    """The best score among records (infinite when none ran well)."""
     return min((score(r, metric) for r in records), default=math.inf)
 
 
 def is_best(record: dict, others: list[dict], metric: str) -> bool:
-    """The one best-of-all rule: a good run at or below the lowest score of the others (no noise check)."""
+    """The one best-of-all rule."""
     return good(record) and bool(others) and score(record, metric) <= lowest(others, metric)
 
 
 def rank(record: dict, others: list[dict], metric: str) -> int:
-    """1 + how many of the others score strictly better (1 = best; no noise check)."""
+    """1 = best; no noise check."""
     return 1 + sum(score(o, metric) < score(record, metric) for o in others)
 
 
 def is_diverged(record: dict, baseline: dict) -> bool:
-    """FD above the baseline's at the same point; a failed or non-finite run always diverged."""
-    if not good(record):
-        return True
-    return good(baseline) and record["fd"] > baseline["fd"]
+    return not good(record) or good(baseline) and record["fd"] > baseline["fd"]
 
 
 def by_point(records) -> dict[tuple, dict[str, dict]]:
@@ -82,8 +76,7 @@ def by_point(records) -> dict[tuple, dict[str, dict]]:
 
 def judge(records: list[dict], baseline: str = BASELINE, rival: str = RIVAL) -> list[dict]:
     """Add the verdicts to records (in place, also returned): diverged, and for EVODiff samplers vs_rival
-    and best_of_all (by FD, against every built-in sampler of the point: other EVODiff variants and
-    earlier defaults are not rivals)."""
+    and best_of_all (by FD)."""
     for group in by_point(records).values():
         builtins = [o for n, o in group.items() if not is_evodiff(n)]
         for name, r in group.items():
@@ -95,8 +88,7 @@ def judge(records: list[dict], baseline: str = BASELINE, rival: str = RIVAL) -> 
 
 
 def against(records: list[dict], other: str, sampler: str = EVODIFF_PREFIX) -> dict[str, list[str]]:
-    """{'won' | 'tie' | 'lost': ['<cell> @<NFE>', ...]}: ``sampler`` against ``other`` at every point
-    both ran, by outcome()."""
+    """{outcome: ['<cell> @<NFE>', ...]}: ``sampler`` against ``other`` at every point both ran."""
     found = {"won": [], "tie": [], "lost": []}
     for (cell, nfe), group in by_point(records).items():
         if sampler in group and other in group:
@@ -105,8 +97,8 @@ def against(records: list[dict], other: str, sampler: str = EVODIFF_PREFIX) -> d
 
 
 def comparisons(records, metric: str, sampler: str, rival: str = RIVAL) -> dict[str, dict[str, list[int]]]:
-    """{cell: {'better': [NFE...], 'worse': [...], 'tie': [...], 'best': [...], 'measured': [...]}}
-    of sampler against rival; 'best': the NFEs where it is best of all against every built-in."""
+    """{cell: {'better' | 'worse' | 'tie' | 'best' | 'measured': [NFE, ...]}} of sampler against rival;
+    'best': where it is best of all."""
     out = {}
     for (cell, nfe), group in sorted(by_point(records).items(), key=lambda kv: kv[0][1]):
         found = out.setdefault(cell, {"better": [], "worse": [], "tie": [], "best": [], "measured": []})
@@ -125,7 +117,7 @@ def tally(found: dict) -> dict[str, int]:
 
 
 def too_noisy(count: dict[str, int]) -> bool:
-    """Most points of a quick run tie: the run cannot separate the samplers."""
+    """Most points tie: the run cannot separate the samplers."""
     return count["tie"] * 2 > sum(count.values())
 
 
@@ -183,9 +175,18 @@ def entry(record: dict, value: str, column: list[dict], dagger: bool = True) -> 
     return text + (f" @{record['nfe']}" if record["nfe"] != record["nfe_target"] else "")
 
 
+def pivot(records, value: str, key: str, cols=None, head=str, dagger: bool = True) -> str:
+    """Rows = samplers, columns = the records' values of ``key`` (or ``cols``), entries by entry()."""
+    cols = cols or list(dict.fromkeys(r[key] for r in records))
+    at = {(r["sampler"], r[key]): r for r in records}
+    column = {c: [r for r in records if r[key] == c] for c in cols}
+    rows = [[s] + [entry(at[(s, c)], value, column[c], dagger) if (s, c) in at else "" for c in cols]
+            for s in dict.fromkeys(r["sampler"] for r in records)]
+    return md_table(["sampler", *map(head, cols)], rows, "l" + "r" * len(cols))
+
+
 def nfe_words(nfes, measured=()) -> str:
-    """[5, 6, 8] -> '5, 6 and 8 NFE'; a run of three or more consecutive measured NFEs is written
-    '5–20', and all of them 'every NFE'."""
+    """[5, 6, 8] -> '5, 6 and 8 NFE'; three or more consecutive measured NFEs '5–20', all 'every NFE'."""
     nfes = sorted(nfes)
     if measured and nfes == sorted(measured):
         return "every NFE"
@@ -196,14 +197,12 @@ def nfe_words(nfes, measured=()) -> str:
             runs[-1].append(n)
         else:
             runs.append([n])
-    items = []
-    for run in runs:
-        items += [f"{run[0]}–{run[-1]}"] if len(run) >= 3 else [str(n) for n in run]
+    items = [item for run in runs for item in ([f"{run[0]}–{run[-1]}"] if len(run) >= 3 else map(str, run))]
     return (", ".join(items[:-1]) + " and " + items[-1] if len(items) > 1 else items[0]) + " NFE"
 
 
 def in_words(found: dict) -> str:
-    """One cell's comparison in plain words: 'better at 5–20 NFE; never worse'."""
+    """One cell of comparisons() in words: 'better at 5–20 NFE; never worse'."""
     better, worse, measured = found["better"], found["worse"], found["measured"]
     if not better and not worse:
         return "no difference beyond noise"
@@ -215,8 +214,7 @@ def in_words(found: dict) -> str:
 
 
 def outcome_words(rs: list[dict]) -> list[str]:
-    """One sampler's points in a cell (records through judge()): where it won, lost and tied against
-    the rival, and where its FD was the lowest of all."""
+    """One sampler's judged points in a cell: where it won, lost and tied, and where it was best of all."""
     measured = [r["nfe_target"] for r in rs if r.get("vs_rival")]
     at = lambda verdict: [r["nfe_target"] for r in rs if r.get("vs_rival") == verdict]  # noqa: E731
     parts = [f"{word} {nfe_words(at(verdict), measured)}" for verdict, word in
@@ -233,5 +231,6 @@ def rules_text() -> str:
             f"solution of the guided ODE D = D_u + w·(D_c − D_u)). *Diverged* (†): FD above {BASELINE}'s at the "
             f"same NFE, or a non-finite/failed run (✗). *{RIVAL} verdict*: a tie when |FD difference| ≤ "
             f"{NOISE_FACTOR:g} × sqrt(noise₁² + noise₂²) (split-half standard errors), otherwise won or lost. "
-            f"*Best of all*: the lowest FD of every built-in sampler at that point (no noise check; other EVODiff variants and earlier defaults are no rivals). "
+            f"*Best of all*: the lowest FD of every built-in sampler at that point (no noise check; other "
+            f"EVODiff variants and earlier defaults are no rivals). "
             f"`@n`: the NFE actually used when the target is not reachable (heun and friends).")
